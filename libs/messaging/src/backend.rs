@@ -1,0 +1,124 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{BusError, Envelope};
+
+/// A messaging pattern (ARCHITECTURE.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// Every subscribing group gets each message.
+    PubSub,
+    /// Exactly one consumer of the target gets each message.
+    PointToPoint,
+    /// A typed reply, or a timeout.
+    RequestResponse,
+    /// Ordered per key, consumer groups, batches, replay.
+    Streaming,
+}
+
+impl Pattern {
+    /// The name used in configuration and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PubSub => "pub_sub",
+            Self::PointToPoint => "point_to_point",
+            Self::RequestResponse => "request_response",
+            Self::Streaming => "streaming",
+        }
+    }
+}
+
+/// What a backend can do; checked against the channel configuration at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The patterns it can serve.
+    pub patterns: &'static [Pattern],
+    /// Messages with one partition key reach a group in the order they were published.
+    pub ordering_per_key: bool,
+    /// Messages survive a restart of the consuming process.
+    pub durable: bool,
+    /// A new group can start from the earliest retained message.
+    pub replay: bool,
+}
+
+impl Capabilities {
+    /// Whether the backend serves `pattern`.
+    pub fn supports(&self, pattern: Pattern) -> bool {
+        self.patterns.contains(&pattern)
+    }
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// From the oldest retained message (a durable service group must not miss anything
+    /// published before it first joined).
+    #[default]
+    Earliest,
+    /// Only messages published after the group joins.
+    Latest,
+}
+
+/// How to attach a consumer to a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// The consumer group. `None` makes a private, non-durable subscription of this process
+    /// (used for reply channels), which needs no group coordination.
+    pub group: Option<String>,
+    /// Where a group with no committed position starts.
+    pub start: StartFrom,
+}
+
+/// One transport. Backends only move envelopes; retries, dead letters, request/reply
+/// correlation and batching are the [`crate::Bus`]'s job.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's name in configuration, logs and metrics.
+    fn name(&self) -> &'static str;
+    /// What it supports.
+    fn capabilities(&self) -> Capabilities;
+    /// Creates the physical channel if it does not exist yet.
+    async fn declare(&self, channel: &str, partitions: u32) -> Result<(), BusError>;
+    /// Publishes one envelope; returns once the backend has accepted it durably (as durable
+    /// as the backend is).
+    async fn publish(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError>;
+    /// Attaches a consumer.
+    async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError>;
+    /// Checks that the backend is reachable.
+    async fn health(&self) -> Result<(), BusError>;
+}
+
+/// A message handed to a consumer, to be acknowledged once processed.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The message.
+    pub envelope: Envelope,
+    /// Backend-specific position, used to acknowledge.
+    pub(crate) receipt: Receipt,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Receipt {
+    #[cfg(feature = "memory")]
+    Memory { seq: u64 },
+    #[cfg(feature = "kafka")]
+    Kafka { partition: i32, offset: i64 },
+    /// Keeps the enum inhabited when no backend feature is on.
+    #[allow(dead_code)]
+    None,
+}
+
+/// A pull consumer of one channel in one group.
+#[async_trait]
+pub trait Consumer: Send + 'static {
+    /// Waits for at least one message, then gathers up to `max` that arrive within
+    /// `max_wait`. Messages of one key come in publication order.
+    async fn receive(&mut self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, BusError>;
+    /// Marks a delivery processed: the group will not get it again.
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;
+    /// Leaves the group. Unacknowledged deliveries go to another consumer of the group.
+    async fn close(self: Box<Self>);
+}

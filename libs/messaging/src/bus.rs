@@ -1,0 +1,536 @@
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, debug, error, info_span, warn};
+use uuid::Uuid;
+
+use crate::{
+    Backend, BackendKind, BatchProcessor, BusError, Consumer, Delivery, Envelope, Handler, HandlerError,
+    MessagingConfig, Pattern, Responder, RetryPolicy, StartFrom, StreamOptions, SubscribeOptions,
+};
+
+/// The connected backends of a process, shared by every [`Bus`] in it (in the all-in-one
+/// binary all six services share one memory backend).
+#[derive(Clone, Default)]
+pub struct Backends {
+    map: HashMap<BackendKind, Arc<dyn Backend>>,
+}
+
+impl Backends {
+    /// Connects every backend the configuration uses; fails fast when one is unreachable or
+    /// not compiled in.
+    pub async fn connect(config: &MessagingConfig) -> Result<Self, BusError> {
+        let mut kinds: Vec<BackendKind> = config.channels.values().filter_map(|c| c.backend).collect();
+        kinds.push(config.default_backend);
+        kinds.sort();
+        kinds.dedup();
+        let mut backends = Self::default();
+        for kind in kinds {
+            let backend: Arc<dyn Backend> = match kind {
+                #[cfg(feature = "memory")]
+                BackendKind::Memory => Arc::new(crate::memory::MemoryBackend::new(config.memory.retention_messages)),
+                #[cfg(feature = "kafka")]
+                BackendKind::Kafka => {
+                    let kafka = config.kafka.as_ref().ok_or_else(|| {
+                        BusError::Config("messaging.kafka: required because a channel uses the kafka backend".into())
+                    })?;
+                    Arc::new(crate::kafka::KafkaBackend::connect(kafka).await?)
+                }
+                #[allow(unreachable_patterns)]
+                other => {
+                    return Err(BusError::Config(format!(
+                        "messaging: backend `{}` is not compiled into this binary (enable the cargo feature `{}`)",
+                        other.as_str(),
+                        other.as_str()
+                    )));
+                }
+            };
+            backends.map.insert(kind, backend);
+        }
+        Ok(backends)
+    }
+
+    /// Adds (or replaces) a backend, for tests and embedding.
+    pub fn with(mut self, kind: BackendKind, backend: Arc<dyn Backend>) -> Self {
+        self.map.insert(kind, backend);
+        self
+    }
+
+    /// The backend of `kind`, if connected.
+    pub fn get(&self, kind: BackendKind) -> Option<Arc<dyn Backend>> {
+        self.map.get(&kind).cloned()
+    }
+
+    /// Checks every backend; the first failure names its backend.
+    pub async fn health(&self) -> Result<(), BusError> {
+        for backend in self.map.values() {
+            backend.health().await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Route {
+    channel: String,
+    physical: String,
+    pattern: Pattern,
+    partitions: u32,
+    start: StartFrom,
+    backend: Arc<dyn Backend>,
+    kind: BackendKind,
+}
+
+struct Inner {
+    source: String,
+    service: String,
+    prefix: String,
+    routes: HashMap<String, Route>,
+    retry: RetryPolicy,
+    pending: Mutex<HashMap<Uuid, oneshot::Sender<Envelope>>>,
+    reply_channels: tokio::sync::Mutex<HashMap<BackendKind, String>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// One service's handle on the bus: routes logical channels to backends and adds retries,
+/// dead-lettering, request/reply correlation and metrics around them.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+/// A running consumer started by [`Bus::subscribe`], [`Bus::serve`] or
+/// [`Bus::process_stream`].
+pub struct Subscription {
+    cancel: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// Stops consuming after the message in hand and leaves the group.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.done.await;
+    }
+}
+
+enum Work {
+    Each(Arc<dyn Handler>),
+    Respond(Arc<dyn Responder>),
+    Batch(Arc<dyn BatchProcessor>),
+}
+
+enum Outcome {
+    Done,
+    DeadLetter { error: String, attempts: u32 },
+    Cancelled,
+}
+
+impl Bus {
+    /// Builds the bus of `service`: validates every channel against its backend's
+    /// capabilities and declares the physical channels. Consumers stop when `shutdown` fires.
+    pub async fn new(
+        backends: &Backends,
+        config: &MessagingConfig,
+        service: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BusError> {
+        let mut routes = HashMap::new();
+        for (name, channel) in &config.channels {
+            let kind = channel.backend.unwrap_or(config.default_backend);
+            let backend = backends.get(kind).ok_or_else(|| {
+                BusError::Config(format!("messaging.channels.{name}.backend: `{}` is not connected", kind.as_str()))
+            })?;
+            if !backend.capabilities().supports(channel.pattern) {
+                return Err(BusError::Config(format!(
+                    "messaging.channels.{name}.pattern: backend `{}` does not support {}",
+                    backend.name(),
+                    channel.pattern.as_str()
+                )));
+            }
+            if channel.partitions == 0 {
+                return Err(BusError::Config(format!("messaging.channels.{name}.partitions: must be at least 1")));
+            }
+            let physical = format!("{}{}", config.topic_prefix, name);
+            backend.declare(&physical, channel.partitions).await?;
+            let route = Route {
+                channel: name.clone(),
+                physical,
+                pattern: channel.pattern,
+                partitions: channel.partitions,
+                start: channel.start,
+                backend,
+                kind,
+            };
+            routes.insert(name.clone(), route);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                source: format!("/petstore/{service}"),
+                service: service.to_owned(),
+                prefix: config.topic_prefix.clone(),
+                routes,
+                retry: config.retry,
+                pending: Mutex::new(HashMap::new()),
+                reply_channels: tokio::sync::Mutex::new(HashMap::new()),
+                shutdown: shutdown.child_token(),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// The CloudEvents `source` of messages this bus produces, e.g. `/petstore/order`.
+    pub fn source(&self) -> &str {
+        &self.inner.source
+    }
+
+    /// Whether `channel` is declared.
+    pub fn has_channel(&self, channel: &str) -> bool {
+        self.inner.routes.contains_key(channel)
+    }
+
+    fn route(&self, channel: &str, allowed: &[Pattern], call: &str) -> Result<&Route, BusError> {
+        let route = self.inner.routes.get(channel).ok_or_else(|| BusError::UnknownChannel(channel.to_owned()))?;
+        if !allowed.contains(&route.pattern) {
+            return Err(BusError::Config(format!(
+                "messaging.channels.{channel}.pattern is {}; `{call}` needs one of {:?}",
+                route.pattern.as_str(),
+                allowed.iter().map(|p| p.as_str()).collect::<Vec<_>>()
+            )));
+        }
+        Ok(route)
+    }
+
+    /// Publishes an event (pub/sub or streaming channel) or a command (point-to-point
+    /// channel): the channel's declared pattern decides who gets it.
+    pub async fn publish(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        let route = self.route(channel, &[Pattern::PubSub, Pattern::Streaming, Pattern::PointToPoint], "publish")?;
+        Self::publish_on(route, &route.physical, envelope).await
+    }
+
+    /// Sends a command to the single consumer group of a point-to-point channel.
+    pub async fn send(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        let route = self.route(channel, &[Pattern::PointToPoint], "send")?;
+        Self::publish_on(route, &route.physical, envelope).await
+    }
+
+    async fn publish_on(route: &Route, physical: &str, envelope: &Envelope) -> Result<(), BusError> {
+        let result = route.backend.publish(physical, envelope).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("petstore_messages_published_total",
+            "channel" => route.channel.clone(), "backend" => route.backend.name(), "pattern" => route.pattern.as_str(), "outcome" => outcome)
+        .increment(1);
+        result
+    }
+
+    /// Sends a request and waits up to `timeout` for its reply.
+    pub async fn request(&self, channel: &str, mut envelope: Envelope, timeout: Duration) -> Result<Envelope, BusError> {
+        let route = self.route(channel, &[Pattern::RequestResponse], "request")?.clone();
+        envelope.reply_to = Some(self.reply_channel(&route).await?);
+        let (tx, rx) = oneshot::channel();
+        let id = envelope.id;
+        self.pending().insert(id, tx);
+        let result = async {
+            Self::publish_on(&route, &route.physical, &envelope).await?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(BusError::Closed),
+                Err(_) => Err(BusError::Timeout { channel: channel.to_owned(), timeout }),
+            }
+        }
+        .await;
+        self.pending().remove(&id);
+        result
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Envelope>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The private reply channel of this bus on the route's backend, started on first use.
+    async fn reply_channel(&self, route: &Route) -> Result<String, BusError> {
+        let mut channels = self.inner.reply_channels.lock().await;
+        if let Some(name) = channels.get(&route.kind) {
+            return Ok(name.clone());
+        }
+        let name = format!("{}replies.{}.{}", self.inner.prefix, self.inner.service, Uuid::now_v7().simple());
+        route.backend.declare(&name, 1).await?;
+        let mut consumer = route
+            .backend
+            .subscribe(&name, SubscribeOptions { group: None, start: StartFrom::Earliest })
+            .await?;
+        let bus = self.clone();
+        let cancel = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    batch = consumer.receive(64, Duration::ZERO) => batch,
+                };
+                match batch {
+                    Ok(deliveries) => {
+                        for d in deliveries {
+                            bus.complete_request(&d.envelope);
+                            let _ = consumer.ack(&d).await;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "reply consumer failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            consumer.close().await;
+        });
+        channels.insert(route.kind, name.clone());
+        Ok(name)
+    }
+
+    fn complete_request(&self, reply: &Envelope) {
+        let waiter = reply
+            .causation_id
+            .as_deref()
+            .and_then(|c| Uuid::parse_str(c).ok())
+            .and_then(|id| self.pending().remove(&id));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(reply.clone());
+            }
+            None => debug!(reply = %reply.id, "reply to a request nobody waits for any more"),
+        }
+    }
+
+    /// Consumes a pub/sub, point-to-point or streaming channel in `group`, one message at a
+    /// time, retrying failures with backoff and dead-lettering what keeps failing.
+    pub async fn subscribe(&self, channel: &str, group: &str, handler: impl Handler) -> Result<Subscription, BusError> {
+        let route = self.route(channel, &[Pattern::PubSub, Pattern::PointToPoint, Pattern::Streaming], "subscribe")?;
+        let route = route.clone();
+        self.spawn_consumer(route, group, Work::Each(Arc::new(handler)), 16, Duration::ZERO, None).await
+    }
+
+    /// Answers requests on a request/response channel; the reply goes back to the
+    /// requester's reply channel with the request's id as its causation id.
+    pub async fn serve(&self, channel: &str, group: &str, responder: impl Responder) -> Result<Subscription, BusError> {
+        let route = self.route(channel, &[Pattern::RequestResponse], "serve")?.clone();
+        self.spawn_consumer(route, group, Work::Respond(Arc::new(responder)), 16, Duration::ZERO, None).await
+    }
+
+    /// Processes a stream in batches: up to `batch_size` messages, gathered for at most
+    /// `max_wait`, in order per key. A failing batch is retried whole, then its messages are
+    /// dead-lettered.
+    pub async fn process_stream(
+        &self,
+        channel: &str,
+        group: &str,
+        options: StreamOptions,
+        processor: impl BatchProcessor,
+    ) -> Result<Subscription, BusError> {
+        let route = self.route(channel, &[Pattern::Streaming, Pattern::PubSub], "process_stream")?.clone();
+        let work = Work::Batch(Arc::new(processor));
+        self.spawn_consumer(route, group, work, options.batch_size.max(1), options.max_wait, Some(options.start)).await
+    }
+
+    async fn spawn_consumer(
+        &self,
+        route: Route,
+        group: &str,
+        work: Work,
+        batch: usize,
+        max_wait: Duration,
+        start: Option<StartFrom>,
+    ) -> Result<Subscription, BusError> {
+        let options =
+            SubscribeOptions { group: Some(format!("{}{group}", self.inner.prefix)), start: start.unwrap_or(route.start) };
+        let consumer = route.backend.subscribe(&route.physical, options).await?;
+        let cancel = self.inner.shutdown.child_token();
+        let span = info_span!("consumer", channel = %route.channel, group, backend = route.backend.name());
+        let bus = self.clone();
+        let group = group.to_owned();
+        let token = cancel.clone();
+        let done = self.inner.tasks.spawn(
+            async move { bus.consume(consumer, route, group, work, batch, max_wait, token).await }.instrument(span),
+        );
+        Ok(Subscription { cancel, done })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn consume(
+        &self,
+        mut consumer: Box<dyn Consumer>,
+        route: Route,
+        group: String,
+        work: Work,
+        batch: usize,
+        max_wait: Duration,
+        cancel: CancellationToken,
+    ) {
+        'receive: loop {
+            let received = tokio::select! {
+                () = cancel.cancelled() => break,
+                received = consumer.receive(batch, max_wait) => received,
+            };
+            let deliveries = match received {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(error = %e, "receive failed; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            match &work {
+                Work::Batch(processor) => {
+                    let envelopes: Vec<Envelope> = deliveries.iter().map(|d| d.envelope.clone()).collect();
+                    let outcome = self.with_retry(&cancel, || processor.process(envelopes.clone())).await;
+                    if !self.settle(&mut *consumer, &route, &group, &deliveries, outcome, &cancel).await {
+                        break 'receive;
+                    }
+                }
+                Work::Each(handler) => {
+                    for d in &deliveries {
+                        let outcome = self.with_retry(&cancel, || handler.handle(d.envelope.clone())).await;
+                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await {
+                            break 'receive;
+                        }
+                    }
+                }
+                Work::Respond(responder) => {
+                    for d in &deliveries {
+                        let outcome = self.with_retry(&cancel, || Self::answer(&route, responder.as_ref(), &d.envelope)).await;
+                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await {
+                            break 'receive;
+                        }
+                    }
+                }
+            }
+        }
+        consumer.close().await;
+    }
+
+    async fn answer(route: &Route, responder: &dyn Responder, request: &Envelope) -> Result<(), HandlerError> {
+        let reply_to = request
+            .reply_to
+            .as_deref()
+            .ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
+        let mut reply = responder.respond(request.clone()).await?;
+        reply.causation_id = Some(request.id.to_string());
+        reply.correlation_id.clone_from(&request.correlation_id);
+        route.backend.publish(reply_to, &reply).await.map_err(HandlerError::from)
+    }
+
+    /// Acknowledges the deliveries after their outcome; returns false when the consumer must
+    /// stop (shutdown while retrying: the messages stay unacknowledged and come back later).
+    async fn settle(
+        &self,
+        consumer: &mut dyn Consumer,
+        route: &Route,
+        group: &str,
+        deliveries: &[Delivery],
+        outcome: Outcome,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let labels = [("channel", route.channel.clone()), ("backend", route.backend.name().to_owned()), ("group", group.to_owned())];
+        match outcome {
+            Outcome::Cancelled => return false,
+            Outcome::Done => {
+                metrics::counter!("petstore_messages_consumed_total", &labels).increment(deliveries.len() as u64);
+            }
+            Outcome::DeadLetter { error, attempts } => {
+                for d in deliveries {
+                    if !self.dead_letter(route, group, &d.envelope, &error, attempts, cancel).await {
+                        return false;
+                    }
+                }
+                metrics::counter!("petstore_messages_dead_lettered_total", &labels).increment(deliveries.len() as u64);
+            }
+        }
+        for d in deliveries {
+            if let Err(e) = consumer.ack(d).await {
+                // Not fatal: the message comes back and the handler's inbox drops the repeat.
+                warn!(error = %e, message = %d.envelope.id, "acknowledgement failed");
+            }
+        }
+        true
+    }
+
+    /// Runs `attempt` until it succeeds, fails fatally, or exhausts the retry policy.
+    async fn with_retry<F, Fut>(&self, cancel: &CancellationToken, mut attempt: F) -> Outcome
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        let policy = self.inner.retry;
+        let mut n = 1;
+        loop {
+            match attempt().await {
+                Ok(()) => return Outcome::Done,
+                Err(HandlerError::Fatal(error)) => return Outcome::DeadLetter { error, attempts: n },
+                Err(HandlerError::Retriable(error)) if n >= policy.max_attempts => {
+                    return Outcome::DeadLetter { error, attempts: n };
+                }
+                Err(HandlerError::Retriable(error)) => {
+                    metrics::counter!("petstore_messages_retried_total").increment(1);
+                    warn!(attempt = n, %error, "handler failed; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Outcome::Cancelled,
+                        () = tokio::time::sleep(policy.backoff(n)) => {}
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// Publishes `message` to the channel's dead-letter channel (`<channel>.dlq` on the same
+    /// backend) with the error, attempt count and origin; keeps trying until it is stored,
+    /// because acknowledging a message that is neither processed nor dead-lettered loses it.
+    async fn dead_letter(
+        &self,
+        route: &Route,
+        group: &str,
+        message: &Envelope,
+        error: &str,
+        attempts: u32,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let dlq = format!("{}.dlq", route.physical);
+        let mut letter = message.clone();
+        letter.extensions.insert(crate::DLQ_ERROR.into(), error.to_owned());
+        letter.extensions.insert(crate::DLQ_ATTEMPTS.into(), attempts.to_string());
+        letter.extensions.insert(crate::DLQ_ORIGIN.into(), format!("{}/{}", route.channel, group));
+        error!(message = %message.id, r#type = %message.event_type, attempts, error, "dead-lettering message");
+        let mut n = 1;
+        loop {
+            let result = match route.backend.declare(&dlq, route.partitions.min(1)).await {
+                Ok(()) => route.backend.publish(&dlq, &letter).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) => {
+                    warn!(error = %e, "dead-letter publish failed; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return false,
+                        () = tokio::time::sleep(self.inner.retry.backoff(n)) => {}
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// Stops every consumer of this bus and waits for in-flight messages to finish.
+    pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}

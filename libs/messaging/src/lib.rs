@@ -1,0 +1,42 @@
+//! The unified event bus of the petstore.
+//!
+//! One API for four messaging patterns, whatever backend carries a channel:
+//!
+//! | pattern | publish side | consume side |
+//! |---|---|---|
+//! | pub/sub | [`Bus::publish`] | [`Bus::subscribe`]: every group gets every message |
+//! | point-to-point | [`Bus::send`] | [`Bus::subscribe`] with the target's group: one consumer gets it |
+//! | request/response | [`Bus::request`] | [`Bus::serve`] |
+//! | streaming | [`Bus::publish`] with a key | [`Bus::process_stream`]: ordered batches per key |
+//!
+//! Backends implement the small [`Backend`] and [`Consumer`] traits (publish raw envelopes,
+//! pull deliveries, acknowledge). Everything above that — retries with backoff and jitter,
+//! dead-lettering, request/reply correlation, batching, metrics — is written once in [`Bus`],
+//! so a backend is one module behind one cargo feature. Delivery is at-least-once everywhere;
+//! handlers make it effectively-once with an inbox.
+
+mod backend;
+mod bus;
+mod config;
+mod envelope;
+mod error;
+mod handler;
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "memory")]
+pub mod memory;
+
+pub use backend::{Backend, Capabilities, Consumer, Delivery, Pattern, StartFrom, SubscribeOptions};
+pub use bus::{Backends, Bus, Subscription};
+pub use config::{BackendKind, ChannelConfig, MessagingConfig, RetryPolicy};
+pub use envelope::{Envelope, MessageContext};
+pub use error::{BusError, HandlerError};
+pub use handler::{BatchProcessor, Handler, Responder, StreamOptions};
+
+/// Extension attribute carrying the error of a dead-lettered message.
+pub const DLQ_ERROR: &str = "dlqerror";
+/// Extension attribute carrying how many attempts were made before dead-lettering.
+pub const DLQ_ATTEMPTS: &str = "dlqattempts";
+/// Extension attribute naming the channel and group a dead letter came from.
+pub const DLQ_ORIGIN: &str = "dlqorigin";

@@ -1,0 +1,134 @@
+//! In-process backend: the all-in-one mode's bus, with no external server.
+//!
+//! Each channel is a bounded log (the last `retention` messages, for groups that join later)
+//! plus, per consumer group, a queue of messages the group has not taken yet. Consumers of one
+//! group compete for that queue; a key taken by one consumer stays with it until its messages
+//! are acknowledged, which keeps per-key order across competing consumers. Nothing survives
+//! the process: durable only as long as it runs.
+
+mod publisher;
+mod subscriber;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::{Backend, BusError, Capabilities, Consumer, Envelope, Pattern, StartFrom, SubscribeOptions};
+
+const NAME: &str = "memory";
+
+/// The in-process backend. Clone-free sharing: wrap it in an `Arc` and hand it to every
+/// service's bus.
+pub struct MemoryBackend {
+    channels: Mutex<HashMap<String, Arc<Channel>>>,
+    retention: usize,
+}
+
+struct Channel {
+    state: Mutex<ChannelState>,
+}
+
+struct ChannelState {
+    log: VecDeque<(u64, Arc<Envelope>)>,
+    next_seq: u64,
+    groups: HashMap<String, Arc<Group>>,
+}
+
+struct Group {
+    state: Mutex<GroupState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct GroupState {
+    pending: VecDeque<(u64, Arc<Envelope>)>,
+    /// Keys held by a consumer (id) with how many of its messages are unacknowledged.
+    held_keys: HashMap<String, (u64, usize)>,
+    next_consumer: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code path panics while holding these locks; recover the data if one ever did.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryBackend {
+    /// A backend keeping the last `retention` messages of each channel.
+    pub fn new(retention: usize) -> Self {
+        Self { channels: Mutex::new(HashMap::new()), retention: retention.max(1) }
+    }
+
+    fn channel(&self, name: &str) -> Arc<Channel> {
+        let mut channels = lock(&self.channels);
+        channels
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Channel {
+                    state: Mutex::new(ChannelState { log: VecDeque::new(), next_seq: 0, groups: HashMap::new() }),
+                })
+            })
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            patterns: &[Pattern::PubSub, Pattern::PointToPoint, Pattern::RequestResponse, Pattern::Streaming],
+            ordering_per_key: true,
+            durable: false,
+            replay: true,
+        }
+    }
+
+    async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
+        self.channel(channel);
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        self.channel(channel).publish(Arc::new(envelope.clone()), self.retention);
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError> {
+        let channel = self.channel(channel);
+        let group = channel.join(options.group, options.start);
+        Ok(Box::new(subscriber::MemoryConsumer::new(group)))
+    }
+
+    async fn health(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+}
+
+impl Channel {
+    /// The group's queue, created (from the retained log or empty) on first join; a private
+    /// subscription gets a fresh anonymous group.
+    fn join(&self, group: Option<String>, start: StartFrom) -> Arc<Group> {
+        let mut state = lock(&self.state);
+        let name = group.unwrap_or_else(|| format!("private-{}", uuid::Uuid::now_v7()));
+        if let Some(existing) = state.groups.get(&name) {
+            return existing.clone();
+        }
+        let pending = match start {
+            StartFrom::Earliest => state.log.clone(),
+            StartFrom::Latest => VecDeque::new(),
+        };
+        let group = Arc::new(Group { state: Mutex::new(GroupState { pending, ..GroupState::default() }), notify: Notify::new() });
+        state.groups.insert(name, group.clone());
+        group
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+use super::{Group, lock};
+use crate::{BusError, Consumer, Delivery, Envelope, backend::Receipt};
+
+/// One consumer of a memory group.
+pub(super) struct MemoryConsumer {
+    group: Arc<Group>,
+    id: u64,
+    /// Taken but not yet acknowledged: given back to the group on close.
+    unacked: HashMap<u64, Arc<Envelope>>,
+}
+
+impl MemoryConsumer {
+    pub(super) fn new(group: Arc<Group>) -> Self {
+        let id = {
+            let mut state = lock(&group.state);
+            state.next_consumer += 1;
+            state.next_consumer
+        };
+        Self { group, id, unacked: HashMap::new() }
+    }
+
+    /// Takes up to `max` messages whose key is free or already held by this consumer.
+    fn take(&mut self, max: usize, out: &mut Vec<Delivery>) {
+        let mut state = lock(&self.group.state);
+        let mut i = 0;
+        while out.len() < max && i < state.pending.len() {
+            let key = state.pending[i].1.partition_key.clone();
+            let free = match key.as_ref().and_then(|k| state.held_keys.get(k)) {
+                Some((holder, _)) => *holder == self.id,
+                None => true,
+            };
+            if !free {
+                i += 1;
+                continue;
+            }
+            let Some((seq, envelope)) = state.pending.remove(i) else { break };
+            if let Some(k) = key {
+                state.held_keys.entry(k).or_insert((self.id, 0)).1 += 1;
+            }
+            self.unacked.insert(seq, envelope.clone());
+            out.push(Delivery { envelope: (*envelope).clone(), receipt: Receipt::Memory { seq } });
+        }
+        // Others may be able to take what this consumer skipped or left.
+        if !state.pending.is_empty() && out.len() == max {
+            self.group.notify.notify_one();
+        }
+    }
+
+    fn release(&mut self, seq: u64) -> Option<Arc<Envelope>> {
+        let envelope = self.unacked.remove(&seq)?;
+        if let Some(key) = &envelope.partition_key {
+            let mut state = lock(&self.group.state);
+            if let Some(entry) = state.held_keys.get_mut(key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    state.held_keys.remove(key);
+                    // A message of this key may be waiting for another consumer.
+                    self.group.notify.notify_one();
+                }
+            }
+        }
+        Some(envelope)
+    }
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn receive(&mut self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let mut out = Vec::new();
+        let group = self.group.clone();
+        loop {
+            let notified = group.notify.notified();
+            self.take(max, &mut out);
+            if !out.is_empty() {
+                break;
+            }
+            notified.await;
+        }
+        if out.len() < max && !max_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + max_wait;
+            while out.len() < max {
+                let notified = group.notify.notified();
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    break;
+                }
+                self.take(max, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
+        if let Receipt::Memory { seq } = delivery.receipt {
+            self.release(seq);
+        }
+        Ok(())
+    }
+
+    async fn close(mut self: Box<Self>) {
+        let mut seqs: Vec<u64> = self.unacked.keys().copied().collect();
+        seqs.sort_unstable();
+        let returned: Vec<(u64, Arc<Envelope>)> =
+            seqs.into_iter().filter_map(|seq| self.release(seq).map(|e| (seq, e))).collect();
+        let mut state = lock(&self.group.state);
+        for (seq, envelope) in returned.into_iter().rev() {
+            state.pending.push_front((seq, envelope));
+        }
+        if !state.pending.is_empty() {
+            self.group.notify.notify_one();
+        }
+    }
+}
