@@ -1,0 +1,65 @@
+//! Storage building blocks shared by the services: the transactional outbox and its relay,
+//! the inbox that makes handlers effectively-once, and an append-only event store with
+//! optimistic concurrency — each on PostgreSQL ([`pg`]) and in memory ([`memory`], for the
+//! all-in-one mode).
+
+pub mod memory;
+pub mod pg;
+mod relay;
+
+pub use relay::{OutboxSink, OutboxStore, run_relay};
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// Errors of the stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the aggregate first; reload and decide again.
+    #[error("concurrent update of {aggregate}: expected version {expected}")]
+    Conflict {
+        /// The aggregate.
+        aggregate: Uuid,
+        /// The version the writer expected.
+        expected: i64,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be (de)serialized.
+    #[error("codec: {0}")]
+    Codec(String),
+}
+
+impl StoreError {
+    /// The violated constraint's name, when this is a unique/foreign-key/check violation.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => db.constraint(),
+            _ => None,
+        }
+    }
+}
+
+/// An event of an event-sourced aggregate.
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The event's name, stored beside its payload for querying.
+    fn event_type(&self) -> &'static str;
+}
+
+/// An event as stored: its place in the aggregate's history and when it was recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recorded<E> {
+    /// The aggregate.
+    pub aggregate_id: Uuid,
+    /// 1 for the first event of the aggregate, then +1 per event.
+    pub version: i64,
+    /// When it was appended.
+    pub recorded_at: DateTime<Utc>,
+    /// The event.
+    pub event: E,
+}

@@ -1,0 +1,226 @@
+//! PostgreSQL: one schema per service (every connection of a service's pool has its
+//! `search_path` set to it), migrations embedded and run at start-up, and the outbox, inbox
+//! and event store inside the service's own transactions.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use messaging::Envelope;
+use sqlx::{
+    PgConnection, PgPool, Row,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
+use tokio::sync::Mutex;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{DomainEvent, OutboxSink, OutboxStore, Recorded, StoreError};
+
+/// Migrations every service schema gets: outbox, inbox, audit log.
+static COMMON: Migrator = sqlx::migrate!("../../db/common");
+
+/// Opens a pool whose connections work in `schema`.
+pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?
+        .options([("search_path", schema)])
+        .application_name(&format!("petstore-{schema}"));
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Creates `schema` if needed and applies the common migrations and then the service's own.
+/// Each set keeps its history in its own table inside the schema.
+pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<(), StoreError> {
+    for (migrator, table) in [(&COMMON, "_migrations_common"), (service, "_migrations")] {
+        let mut migrator = Migrator { migrations: migrator.migrations.clone(), ..Migrator::DEFAULT };
+        migrator.create_schema(schema.to_owned());
+        migrator.dangerous_set_table_name(format!("\"{schema}\".{table}"));
+        migrator.run(pool).await?;
+    }
+    Ok(())
+}
+
+/// Puts `envelope` in the outbox, inside the caller's transaction.
+pub async fn enqueue(conn: &mut PgConnection, channel: &str, envelope: &Envelope) -> Result<(), StoreError> {
+    let json = envelope.to_json().map_err(|e| StoreError::Codec(e.to_string()))?;
+    sqlx::query("INSERT INTO outbox (message_id, channel, envelope) VALUES ($1, $2, $3)")
+        .bind(envelope.id)
+        .bind(channel)
+        .bind(json)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that `consumer` processed `message`, inside the caller's transaction. Returns
+/// false when it already had: the caller must then skip the message.
+pub async fn record_in_inbox(conn: &mut PgConnection, consumer: &str, message: &Envelope) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message.id)
+    .bind(&message.event_type)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// The outbox of one schema, drained by [`crate::run_relay`].
+pub struct PgOutbox {
+    pool: PgPool,
+    schema: String,
+    listener: Mutex<Option<PgListener>>,
+}
+
+impl PgOutbox {
+    /// The outbox in `schema`, reached through `pool`.
+    pub fn new(pool: PgPool, schema: &str) -> Self {
+        Self { pool, schema: schema.to_owned(), listener: Mutex::new(None) }
+    }
+}
+
+#[async_trait]
+impl OutboxStore for PgOutbox {
+    async fn relay(&self, max: usize, sink: &dyn OutboxSink) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One relay per schema at a time, so that messages leave in commit order even with
+        // several replicas of the service.
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !leader {
+            return Ok(0);
+        }
+        let rows = sqlx::query("SELECT seq, channel, envelope FROM outbox ORDER BY seq LIMIT $1")
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut delivered = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for row in rows {
+            let seq: i64 = row.try_get("seq")?;
+            let channel: String = row.try_get("channel")?;
+            let json: serde_json::Value = row.try_get("envelope")?;
+            let envelope = Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
+            match sink.deliver(&channel, &envelope).await {
+                Ok(()) => delivered.push(seq),
+                Err(e) => {
+                    failure = Some(StoreError::Codec(format!("publishing outbox row {seq} to {channel}: {e}")));
+                    break;
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(&delivered).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(delivered.len()),
+        }
+    }
+
+    async fn wait_for_messages(&self, timeout: Duration) {
+        let mut guard = self.listener.lock().await;
+        if guard.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => match listener.listen(&format!("{}_outbox", self.schema)).await {
+                    Ok(()) => *guard = Some(listener),
+                    Err(e) => warn!(error = %e, "LISTEN failed; the outbox relay polls"),
+                },
+                Err(e) => warn!(error = %e, "no listener connection; the outbox relay polls"),
+            }
+        }
+        match guard.as_mut() {
+            Some(listener) => {
+                if let Ok(Err(e)) = tokio::time::timeout(timeout, listener.recv()).await {
+                    warn!(error = %e, "outbox listener failed; reconnecting");
+                    *guard = None;
+                }
+            }
+            None => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    async fn backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?)
+    }
+}
+
+/// An append-only event table: `(aggregate_id, version)` is the primary key, so two writers
+/// appending the same version conflict and one of them gets [`StoreError::Conflict`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventTable(&'static str);
+
+impl EventTable {
+    /// The event table named `name` (a trusted identifier, never user input).
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    /// Appends `events` after `expected_version` (0 for a new aggregate); returns the new
+    /// version.
+    pub async fn append<E: DomainEvent>(
+        &self,
+        conn: &mut PgConnection,
+        aggregate_id: Uuid,
+        expected_version: i64,
+        events: &[E],
+    ) -> Result<i64, StoreError> {
+        let mut version = expected_version;
+        for event in events {
+            version += 1;
+            let payload = serde_json::to_value(event).map_err(|e| StoreError::Codec(e.to_string()))?;
+            let sql = format!("INSERT INTO {} (aggregate_id, version, event_type, payload) VALUES ($1, $2, $3, $4)", self.0);
+            let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(aggregate_id)
+                .bind(version)
+                .bind(event.event_type())
+                .bind(payload)
+                .execute(&mut *conn)
+                .await;
+            if let Err(sqlx::Error::Database(db)) = &result
+                && db.is_unique_violation()
+            {
+                return Err(StoreError::Conflict { aggregate: aggregate_id, expected: expected_version });
+            }
+            result?;
+        }
+        Ok(version)
+    }
+
+    /// The aggregate's history, oldest first.
+    pub async fn load<E: DomainEvent>(&self, conn: &mut PgConnection, aggregate_id: Uuid) -> Result<Vec<Recorded<E>>, StoreError> {
+        let sql = format!(
+            "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = $1 ORDER BY version",
+            self.0
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(aggregate_id).fetch_all(conn).await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// Every event of every aggregate in the order they were appended, for rebuilding
+    /// projections.
+    pub async fn load_all<E: DomainEvent>(&self, conn: &mut PgConnection) -> Result<Vec<Recorded<E>>, StoreError> {
+        let sql = format!("SELECT aggregate_id, version, recorded_at, payload FROM {} ORDER BY seq", self.0);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
+        rows.iter().map(decode_row).collect()
+    }
+}
+
+fn decode_row<E: DomainEvent>(row: &sqlx::postgres::PgRow) -> Result<Recorded<E>, StoreError> {
+    let payload: serde_json::Value = row.try_get("payload")?;
+    Ok(Recorded {
+        aggregate_id: row.try_get("aggregate_id")?,
+        version: row.try_get("version")?,
+        recorded_at: row.try_get("recorded_at")?,
+        event: serde_json::from_value(payload).map_err(|e| StoreError::Codec(e.to_string()))?,
+    })
+}

@@ -1,0 +1,90 @@
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use messaging::{Bus, BusError, Envelope};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::StoreError;
+
+/// Where the relay hands outbox messages: the bus in production.
+#[async_trait]
+pub trait OutboxSink: Send + Sync + 'static {
+    /// Publishes one message; `Ok` means the transport accepted it.
+    async fn deliver(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError>;
+}
+
+#[async_trait]
+impl OutboxSink for Bus {
+    async fn deliver(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        self.publish(channel, envelope).await
+    }
+}
+
+/// An outbox the relay can drain.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Delivers up to `max` pending messages, oldest first, removing each once delivered.
+    /// Stops at the first failure so that order is kept; returns how many were delivered.
+    async fn relay(&self, max: usize, sink: &dyn OutboxSink) -> Result<usize, StoreError>;
+    /// Returns when new messages may be pending, or after `timeout`.
+    async fn wait_for_messages(&self, timeout: Duration);
+    /// Messages waiting to be published.
+    async fn backlog(&self) -> Result<i64, StoreError>;
+}
+
+const BATCH: usize = 200;
+const POLL: Duration = Duration::from_millis(500);
+
+/// Publishes outbox messages until `shutdown` fires, then flushes what is left (for at most
+/// five seconds). A failing transport is retried with backoff; nothing is dropped.
+pub async fn run_relay(store: Arc<dyn OutboxStore>, sink: Arc<dyn OutboxSink>, service: &'static str, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let result = store.relay(BATCH, sink.as_ref()).await;
+        if let Ok(backlog) = store.backlog().await {
+            metrics::gauge!("petstore_outbox_backlog", "service" => service).set(backlog as f64);
+        }
+        match result {
+            Ok(n) => {
+                failures = 0;
+                metrics::counter!("petstore_outbox_relayed_total", "service" => service).increment(n as u64);
+                if n == BATCH {
+                    continue;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = store.wait_for_messages(POLL) => {}
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
+                warn!(error = %e, ?backoff, "outbox relay failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+    let flush = async {
+        loop {
+            match store.relay(BATCH, sink.as_ref()).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "outbox flush on shutdown failed; messages stay for the next start");
+                    break;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), flush).await.is_err() {
+        warn!("outbox flush on shutdown timed out; messages stay for the next start");
+    }
+    debug!("outbox relay stopped");
+}

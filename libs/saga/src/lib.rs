@@ -1,0 +1,15 @@
+//! The order-processing saga (ARCHITECTURE.md §1) as a pure state machine.
+//!
+//! [`ORDER_SAGA`] reads top to bottom like the business process. A [`Saga`] is rebuilt by
+//! applying its recorded [`SagaEvent`]s; [`Saga::start`] and [`Saga::on_reply`] decide which
+//! events come next; [`SagaEvent::command`] says which command each event sends. Nothing here
+//! does I/O: the orchestrator persists the events and sends the commands in one transaction.
+
+mod definition;
+mod machine;
+
+pub use definition::{ORDER_SAGA, Step, StepDefinition, StepKind};
+pub use machine::{
+    Command, Reply, Saga, SagaEvent, SagaStatus, StepState, StepStatus, MAX_COMPENSATION_ATTEMPTS, MAX_RETRIABLE_ATTEMPTS,
+};
+pub use machine::{OrderDetails, NoticeState};
