@@ -97,6 +97,7 @@ pub struct Delivery {
     /// The message.
     pub envelope: Envelope,
     /// Backend-specific position, used to acknowledge.
+    #[allow(dead_code)] // read only by the backends compiled in
     pub(crate) receipt: Receipt,
 }
 

@@ -31,26 +31,7 @@ impl Backends {
         kinds.dedup();
         let mut backends = Self::default();
         for kind in kinds {
-            let backend: Arc<dyn Backend> = match kind {
-                #[cfg(feature = "memory")]
-                BackendKind::Memory => Arc::new(crate::memory::MemoryBackend::new(config.memory.retention_messages)),
-                #[cfg(feature = "kafka")]
-                BackendKind::Kafka => {
-                    let kafka = config.kafka.as_ref().ok_or_else(|| {
-                        BusError::Config("messaging.kafka: required because a channel uses the kafka backend".into())
-                    })?;
-                    Arc::new(crate::kafka::KafkaBackend::connect(kafka).await?)
-                }
-                #[allow(unreachable_patterns)]
-                other => {
-                    return Err(BusError::Config(format!(
-                        "messaging: backend `{}` is not compiled into this binary (enable the cargo feature `{}`)",
-                        other.as_str(),
-                        other.as_str()
-                    )));
-                }
-            };
-            backends.map.insert(kind, backend);
+            backends.map.insert(kind, connect_backend(kind, config).await?);
         }
         Ok(backends)
     }
@@ -72,6 +53,30 @@ impl Backends {
             backend.health().await?;
         }
         Ok(())
+    }
+}
+
+
+/// Connects one backend, or explains which cargo feature it needs.
+async fn connect_backend(kind: BackendKind, config: &MessagingConfig) -> Result<Arc<dyn Backend>, BusError> {
+    match kind {
+        #[cfg(feature = "memory")]
+        BackendKind::Memory => Ok(Arc::new(crate::memory::MemoryBackend::new(config.memory.retention_messages))),
+        #[cfg(feature = "kafka")]
+        BackendKind::Kafka => {
+            let kafka = config.kafka.as_ref().ok_or_else(|| {
+                BusError::Config("messaging.kafka: required because a channel uses the kafka backend".into())
+            })?;
+            Ok(Arc::new(crate::kafka::KafkaBackend::connect(kafka).await?))
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            let _ = config;
+            Err(BusError::Config(format!(
+                "messaging: backend `{0}` is not compiled into this binary (enable the cargo feature `{0}`)",
+                other.as_str()
+            )))
+        }
     }
 }
 

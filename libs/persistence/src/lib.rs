@@ -6,8 +6,12 @@
 pub mod memory;
 pub mod pg;
 mod relay;
+mod storage;
 
 pub use relay::{OutboxSink, OutboxStore, run_relay};
+pub use storage::Storage;
+
+use messaging::{BusError, Envelope, MessageContext};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
@@ -42,6 +46,22 @@ impl StoreError {
             Self::Database(sqlx::Error::Database(db)) => db.constraint(),
             _ => None,
         }
+    }
+}
+
+/// A message to put in the outbox: where it goes and what it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The channel.
+    pub channel: String,
+    /// The message.
+    pub envelope: Envelope,
+}
+
+impl Outgoing {
+    /// A typed message on its default channel.
+    pub fn message<M: contracts::Message>(source: &str, message: &M, ctx: &MessageContext) -> Result<Self, BusError> {
+        Ok(Self { channel: M::CHANNEL.to_owned(), envelope: Envelope::from_message(source, message, ctx)? })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::Mutex,
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -14,7 +14,7 @@ use messaging::Envelope;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{DomainEvent, OutboxSink, OutboxStore, Recorded, StoreError};
+use crate::{DomainEvent, OutboxSink, OutboxStore, Outgoing, Recorded, StoreError};
 
 /// An in-memory outbox drained by [`crate::run_relay`].
 #[derive(Default)]
@@ -107,5 +107,72 @@ impl<E: DomainEvent> MemoryEventLog<E> {
     /// Every event in append order.
     pub fn load_all(&self) -> Vec<Recorded<E>> {
         self.order.iter().filter_map(|(id, i)| self.streams.get(id).and_then(|s| s.get(*i)).cloned()).collect()
+    }
+}
+
+/// A service's whole state in memory, with its inbox and outbox, behind one lock: the
+/// in-memory twin of a PostgreSQL schema and its transactions.
+pub struct MemoryStore<S> {
+    state: Mutex<(S, MemoryInbox)>,
+    outbox: Arc<MemoryOutbox>,
+}
+
+impl<S: Default> Default for MemoryStore<S> {
+    fn default() -> Self {
+        Self { state: Mutex::new((S::default(), MemoryInbox::default())), outbox: Arc::default() }
+    }
+}
+
+impl<S> MemoryStore<S> {
+    /// A store starting from `state`.
+    pub fn new(state: S) -> Self {
+        Self { state: Mutex::new((state, MemoryInbox::default())), outbox: Arc::default() }
+    }
+
+    /// The outbox, for the relay.
+    pub fn outbox(&self) -> Arc<MemoryOutbox> {
+        self.outbox.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (S, MemoryInbox)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles `message` once for `consumer` (see [`crate::pg::handle_once`]). `work` must
+    /// not leave `state` half-changed when it returns an error.
+    pub fn handle_once<T, E>(
+        &self,
+        consumer: &str,
+        message: &Envelope,
+        work: impl FnOnce(&mut S) -> Result<(T, Vec<Outgoing>), E>,
+    ) -> Result<Option<T>, E> {
+        let mut guard = self.lock();
+        let (state, inbox) = &mut *guard;
+        if inbox.seen.contains(&(consumer.to_owned(), message.id)) {
+            return Ok(None);
+        }
+        let (value, outgoing) = work(state)?;
+        inbox.record(consumer, message);
+        self.enqueue(outgoing);
+        Ok(Some(value))
+    }
+
+    /// Changes state and queues messages together (a request handler's transaction).
+    pub fn write<T, E>(&self, work: impl FnOnce(&mut S) -> Result<(T, Vec<Outgoing>), E>) -> Result<T, E> {
+        let mut guard = self.lock();
+        let (value, outgoing) = work(&mut guard.0)?;
+        self.enqueue(outgoing);
+        Ok(value)
+    }
+
+    /// Reads state.
+    pub fn read<T>(&self, f: impl FnOnce(&S) -> T) -> T {
+        f(&self.lock().0)
+    }
+
+    fn enqueue(&self, outgoing: Vec<Outgoing>) {
+        for o in outgoing {
+            self.outbox.enqueue(&o.channel, o.envelope);
+        }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::{DomainEvent, OutboxSink, OutboxStore, Recorded, StoreError};
+use crate::{DomainEvent, OutboxSink, OutboxStore, Outgoing, Recorded, StoreError};
 
 /// Migrations every service schema gets: outbox, inbox, audit log.
 static COMMON: Migrator = sqlx::migrate!("../../db/common");
@@ -70,6 +70,33 @@ pub async fn record_in_inbox(conn: &mut PgConnection, consumer: &str, message: &
     .await?
     .rows_affected();
     Ok(inserted == 1)
+}
+
+/// Handles `message` once for `consumer`: in one transaction, records it in the inbox, runs
+/// `work` (which changes state and says what to publish) and puts the outgoing messages in
+/// the outbox. Returns `None` without running `work` when the message was handled before.
+pub async fn handle_once<T>(
+    pool: &PgPool,
+    consumer: &str,
+    message: &Envelope,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<(T, Vec<Outgoing>), StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut tx = pool.begin().await?;
+    if !record_in_inbox(&mut tx, consumer, message).await? {
+        return Ok(None);
+    }
+    let (value, outgoing) = work(&mut tx).await?;
+    enqueue_all(&mut tx, &outgoing).await?;
+    tx.commit().await?;
+    Ok(Some(value))
+}
+
+/// Puts every outgoing message in the outbox, inside the caller's transaction.
+pub async fn enqueue_all(conn: &mut PgConnection, outgoing: &[Outgoing]) -> Result<(), StoreError> {
+    for o in outgoing {
+        enqueue(conn, &o.channel, &o.envelope).await?;
+    }
+    Ok(())
 }
 
 /// The outbox of one schema, drained by [`crate::run_relay`].

@@ -1,0 +1,269 @@
+//! Typed, layered configuration (see `config/enhanced_config.yaml` for the layers and every
+//! key). Unknown keys and invalid values fail start-up with the key's name.
+
+use std::path::Path;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Yaml},
+};
+use messaging::{BackendKind, MessagingConfig};
+use serde::Deserialize;
+
+/// The embedded defaults: the all-in-one mode.
+const DEFAULTS: &str = include_str!("../../../config/enhanced_config.yaml");
+
+/// A configuration that could not be loaded or is invalid; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Everything a petstore process reads from configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Name of the environment (`local`, `distributed`, `test`, …), for logs.
+    pub environment: String,
+    /// Logging.
+    pub log: LogSettings,
+    /// The entry point of the all-in-one binary.
+    pub http: HttpSettings,
+    /// Where services keep their state.
+    pub storage: StorageKind,
+    /// PostgreSQL, used when `storage` is `postgres`.
+    pub database: DatabaseSettings,
+    /// The catalog cache.
+    pub cache: CacheSettings,
+    /// The bus: backends and channels.
+    pub messaging: MessagingConfig,
+    /// Per-service settings.
+    pub services: ServicesSettings,
+}
+
+/// `log`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable (local runs).
+    Pretty,
+}
+
+/// `http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// Port of the single entry point.
+    pub port: u16,
+}
+
+/// Where services keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    /// In process memory: lost on exit (the all-in-one mode).
+    Memory,
+    /// PostgreSQL, one schema per service.
+    Postgres,
+}
+
+/// `database`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL (may hold a password: never logged).
+    pub url: String,
+    /// Pool size per service.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings").field("url", &"<redacted>").field("max_connections", &self.max_connections).finish()
+    }
+}
+
+/// `cache`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Where cached catalog pages live.
+    pub backend: CacheBackend,
+    /// Redis URL, used when `backend` is `redis`.
+    pub redis_url: String,
+    /// Time to live of a cached entry.
+    pub ttl_secs: u64,
+    /// Prefix of every cache key (tests use a random one).
+    pub key_prefix: String,
+}
+
+/// Where the catalog cache lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBackend {
+    /// In process memory.
+    Memory,
+    /// Redis, shared by every inventory instance.
+    Redis,
+}
+
+/// `services`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesSettings {
+    /// The order service.
+    pub order: OrderSettings,
+    /// The payment service.
+    pub payment: PortSettings,
+    /// The delivery service.
+    pub delivery: DeliverySettings,
+    /// The inventory service.
+    pub inventory: PortSettings,
+    /// The notification service.
+    pub notification: PortSettings,
+    /// The orchestrator.
+    pub orchestrator: PortSettings,
+}
+
+/// A service with nothing to configure but its port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSettings {
+    /// Its own HTTP port when run as a separate process.
+    pub port: u16,
+}
+
+/// `services.order`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderSettings {
+    /// Its own HTTP port when run as a separate process.
+    pub port: u16,
+    /// How long `POST /orders` waits for the inventory to describe the pet.
+    pub pet_lookup_timeout_ms: u64,
+}
+
+/// `services.delivery`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Its own HTTP port when run as a separate process.
+    pub port: u16,
+    /// Days from scheduling to the estimated delivery.
+    pub delivery_days: u32,
+}
+
+impl Settings {
+    /// Loads the layers: embedded defaults, `config/<PETSTORE_ENV>.yaml`, `PETSTORE_CONFIG`,
+    /// then `PETSTORE__…` variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Yaml::string(DEFAULTS));
+        if let Ok(env) = std::env::var("PETSTORE_ENV") {
+            let path = Path::new("config").join(format!("{env}.yaml"));
+            if !path.exists() {
+                return Err(ConfigError(format!("PETSTORE_ENV={env}: no file {}", path.display())));
+            }
+            figment = figment.merge(Yaml::file(path));
+        }
+        if let Ok(path) = std::env::var("PETSTORE_CONFIG") {
+            if !Path::new(&path).exists() {
+                return Err(ConfigError(format!("PETSTORE_CONFIG={path}: no such file")));
+            }
+            figment = figment.merge(Yaml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("PETSTORE__").split("__")))
+    }
+
+    /// The embedded defaults with `overrides` (YAML) on top: for tests and tools.
+    pub fn with_overrides(overrides: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Yaml::string(DEFAULTS)).merge(Yaml::string(overrides)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Self = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let mut message = String::new();
+            for (i, err) in e.into_iter().enumerate() {
+                if i > 0 {
+                    message.push_str("; ");
+                }
+                message.push_str(&err.kind.to_string());
+            }
+            ConfigError(if key.is_empty() { message } else { format!("{key}: {message}") })
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.storage == StorageKind::Postgres && self.database.url.is_empty() {
+            return err("database.url", "required when storage is postgres");
+        }
+        if self.database.max_connections == 0 {
+            return err("database.max_connections", "must be at least 1");
+        }
+        if self.cache.ttl_secs == 0 {
+            return err("cache.ttl_secs", "must be at least 1");
+        }
+        let uses_kafka = self.messaging.default_backend == BackendKind::Kafka
+            || self.messaging.channels.values().any(|c| c.backend == Some(BackendKind::Kafka));
+        if uses_kafka && self.messaging.kafka.is_none() {
+            return err("messaging.kafka", "required because a channel uses the kafka backend");
+        }
+        for channel in contracts::channels::ALL {
+            if !self.messaging.channels.contains_key(*channel) {
+                return err(&format!("messaging.channels.{channel}"), "missing: every service channel must be declared");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_all_in_one_mode() {
+        let s = Settings::with_overrides("{}").expect("defaults load");
+        assert_eq!(s.storage, StorageKind::Memory);
+        assert_eq!(s.messaging.default_backend, BackendKind::Memory);
+        assert_eq!(s.http.port, 8080);
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let cases = [
+            ("http: { port: eighty }", "http.port"),
+            ("http: { colour: blue }", "colour"),
+            ("storage: floppy", "storage"),
+            ("database: { max_connections: 0 }", "database.max_connections"),
+            ("messaging: { default_backend: kafka }", "messaging.kafka"),
+            ("messaging: { channels: { order-events: { pattern: telepathy } } }", "messaging.channels.order-events"),
+        ];
+        for (yaml, key) in cases {
+            let err = Settings::with_overrides(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(key), "{yaml}: `{err}` does not name `{key}`");
+        }
+    }
+
+    #[test]
+    fn database_url_is_never_printed() {
+        let s = Settings::with_overrides("database: { url: 'postgres://u:secret@h/db' }").expect("loads");
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,154 @@
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::current_correlation_id;
+
+/// The stable problem types of the API: the `type` member of every error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemType {
+    /// The request body or parameters are malformed or invalid (400/422).
+    Validation,
+    /// No such resource (404).
+    NotFound,
+    /// The request conflicts with the current state (409).
+    Conflict,
+    /// The caller is not identified (401).
+    Unauthenticated,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// The body is not JSON (415).
+    UnsupportedMediaType,
+    /// The route exists but not for this method (405).
+    MethodNotAllowed,
+    /// A dependency is unavailable; try again later (503).
+    Unavailable,
+    /// Something went wrong on our side (500).
+    Internal,
+}
+
+impl ProblemType {
+    fn slug(self) -> &'static str {
+        match self {
+            Self::Validation => "validation-error",
+            Self::NotFound => "not-found",
+            Self::Conflict => "conflict",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Unavailable => "service-unavailable",
+            Self::Internal => "internal-error",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Validation => "Invalid request",
+            Self::NotFound => "Not found",
+            Self::Conflict => "Conflict",
+            Self::Unauthenticated => "Authentication required",
+            Self::Forbidden => "Forbidden",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Unavailable => "Service unavailable",
+            Self::Internal => "Internal server error",
+        }
+    }
+
+    /// The `type` URI.
+    pub fn uri(self) -> String {
+        format!("https://petstore.example.com/problems/{}", self.slug())
+    }
+}
+
+/// An error answered as RFC 9457 `application/problem+json`. Internal causes are logged once
+/// here and never shown to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    problem: ProblemType,
+    detail: String,
+    retry_after: Option<u64>,
+    cause: Option<String>,
+}
+
+impl ApiError {
+    /// A problem with a status, a type and a detail the client may read.
+    pub fn new(status: StatusCode, problem: ProblemType, detail: impl Into<String>) -> Self {
+        Self { status, problem, detail: detail.into(), retry_after: None, cause: None }
+    }
+
+    /// 422: the request is well-formed but its content is invalid.
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ProblemType::Validation, detail)
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ProblemType::Validation, detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ProblemType::NotFound, detail)
+    }
+
+    /// 409.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, ProblemType::Conflict, detail)
+    }
+
+    /// 503 with `Retry-After`; `cause` is logged, not shown.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64, cause: impl std::fmt::Display) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            cause: Some(cause.to_string()),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, ProblemType::Unavailable, detail)
+        }
+    }
+
+    /// 500; `cause` is logged, the client sees a generic detail.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self {
+            cause: Some(cause.to_string()),
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemType::Internal, "the server could not complete the request")
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let correlation_id = current_correlation_id();
+        if let Some(cause) = &self.cause {
+            tracing::error!(status = self.status.as_u16(), correlation_id, cause, "request failed");
+        }
+        let body = json!({
+            "type": self.problem.uri(),
+            "title": self.problem.title(),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "correlation_id": correlation_id,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,74 @@
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use super::{ApiError, ProblemType, correlation::correlate};
+use crate::service::Readiness;
+
+/// Wraps an API router with the cross-cutting layers: correlation ids, RED metrics per
+/// route, problem+json for unknown routes and methods.
+pub fn layers(router: Router) -> Router {
+    router
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ProblemType::MethodNotAllowed, "method not allowed on this route")
+        })
+        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(correlate))
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("petstore_http_requests_total", &labels).increment(1);
+    metrics::histogram!("petstore_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+#[derive(Clone)]
+struct Ops {
+    checks: Arc<Vec<Arc<dyn Readiness>>>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// `/health` (the process is alive), `/ready` (every dependency answers; 503 naming the
+/// failing ones otherwise) and `/metrics` (Prometheus text format).
+pub fn ops_router(checks: Vec<Arc<dyn Readiness>>, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(Ops { checks: Arc::new(checks), metrics })
+}
+
+async fn ready(State(ops): State<Ops>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut all_ok = true;
+    for check in ops.checks.iter() {
+        let result = check.check().await;
+        all_ok &= result.is_ok();
+        checks.insert(check.name().to_owned(), result.map_or_else(|e| json!({"status": "down", "error": e}), |()| json!({"status": "up"})));
+    }
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks }))).into_response()
+}
+
+async fn render_metrics(State(ops): State<Ops>) -> Response {
+    match ops.metrics {
+        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "metrics are not enabled in this process").into_response(),
+    }
+}

@@ -1,0 +1,11 @@
+//! The service kit: what every petstore service does the same way — layered configuration
+//! validated at start-up, the HTTP conventions of ARCHITECTURE.md §5 (problem+json errors,
+//! correlation ids, ops routes), telemetry set-up, and serving with graceful shutdown.
+
+pub mod config;
+pub mod http;
+pub mod service;
+pub mod telemetry;
+
+pub use config::{ConfigError, Settings, StorageKind};
+pub use service::{Readiness, Service, ServiceContext, StartError, serve, shutdown_on_signal};

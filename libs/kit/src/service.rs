@@ -1,0 +1,136 @@
+//! What a service is to the processes that run it: a router, readiness checks and
+//! background tasks, started from a shared context and stopped by one cancellation token.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use messaging::Backends;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{Settings, http};
+
+/// A dependency `/ready` checks.
+#[async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    /// The dependency's name in the `/ready` body.
+    fn name(&self) -> &'static str;
+    /// `Ok` when it answers; otherwise why not.
+    async fn check(&self) -> Result<(), String>;
+}
+
+#[async_trait]
+impl Readiness for Backends {
+    fn name(&self) -> &'static str {
+        "bus"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.health().await.map_err(|e| e.to_string())
+    }
+}
+
+/// What every service is started with. In the all-in-one binary the six services share one
+/// context (and so one memory bus); separate processes each build their own.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// Configuration.
+    pub settings: Arc<Settings>,
+    /// Connected bus backends.
+    pub backends: Backends,
+    /// Fired by SIGTERM/Ctrl+C: stop taking work, finish what is in hand.
+    pub shutdown: CancellationToken,
+    /// Background tasks (consumers, relays); awaited on shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl ServiceContext {
+    /// Connects the configured bus backends and arms the shutdown signal handler.
+    pub async fn connect(settings: Settings) -> Result<Self, StartError> {
+        let backends = Backends::connect(&settings.messaging).await.map_err(StartError::at("bus", "connecting backends"))?;
+        Ok(Self { settings: Arc::new(settings), backends, shutdown: shutdown_on_signal(), tasks: TaskTracker::new() })
+    }
+
+    /// Serves `services` on `listener` until shutdown, then waits for background tasks
+    /// (consumers finishing their message, relays flushing the outbox).
+    pub async fn run(&self, listener: TcpListener, services: Vec<Service>) -> Result<(), StartError> {
+        serve(listener, services, self.shutdown.clone()).await.map_err(StartError::at("http", "serving"))?;
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        Ok(())
+    }
+}
+
+/// A service could not start; says which service, at which stage, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: {stage}: {source}")]
+pub struct StartError {
+    /// The service (or component).
+    pub service: &'static str,
+    /// What it was doing.
+    pub stage: &'static str,
+    /// Why it failed.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StartError {
+    /// A `map_err` adapter: `.map_err(StartError::at("order", "opening storage"))`.
+    pub fn at<E: Into<Box<dyn std::error::Error + Send + Sync>>>(service: &'static str, stage: &'static str) -> impl FnOnce(E) -> Self {
+        move |e| Self { service, stage, source: e.into() }
+    }
+}
+
+/// A started service: its API routes and what `/ready` must check for it.
+pub struct Service {
+    /// The service's name.
+    pub name: &'static str,
+    /// Its API routes (without the ops routes and layers).
+    pub router: Router,
+    /// Its dependencies.
+    pub readiness: Vec<Arc<dyn Readiness>>,
+}
+
+/// Serves `router` (wrapped with the API layers and the ops routes) on `listener` until
+/// `shutdown` fires, then lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, services: Vec<Service>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut api = Router::new();
+    let mut checks = Vec::new();
+    for service in services {
+        api = api.merge(service.router);
+        checks.extend(service.readiness);
+    }
+    checks.sort_by_key(|c| c.name());
+    checks.dedup_by_key(|c| c.name());
+    let app = http::layers(api.merge(http::ops_router(checks, crate::telemetry::metrics_handle())));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// A token fired by Ctrl+C or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("shutdown signal received");
+        fire.cancel();
+    });
+    token
+}

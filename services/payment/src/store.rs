@@ -1,0 +1,144 @@
+//! Where payments live: the `payment` schema, or memory. Each command runs in one
+//! transaction with its inbox entry and its reply.
+
+use std::collections::HashMap;
+
+use contracts::{
+    PaymentMethod,
+    payment::{ProcessPayment, RefundPayment},
+};
+use messaging::{BusError, Envelope, MessageContext};
+use persistence::{Storage, StoreError, pg};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::{
+    SERVICE,
+    domain::{self, Decision, Payment, PaymentStatus},
+};
+
+/// Payments by saga, for the in-memory store.
+#[derive(Debug, Default)]
+pub struct PaymentState {
+    by_saga: HashMap<Uuid, Payment>,
+}
+
+/// The payment store.
+#[derive(Clone)]
+pub struct PaymentStore(Storage<PaymentState>);
+
+fn codec(e: BusError) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+impl PaymentStore {
+    /// Wraps the configured storage.
+    pub fn new(storage: Storage<PaymentState>) -> Self {
+        Self(storage)
+    }
+
+    /// Handles `ProcessPayment` once.
+    pub async fn process(&self, message: &Envelope, cmd: &ProcessPayment, source: &str, ctx: &MessageContext) -> Result<(), StoreError> {
+        self.execute(message, cmd.saga.saga_id, |existing| domain::process(existing, cmd, source, ctx)).await
+    }
+
+    /// Handles `RefundPayment` once.
+    pub async fn refund(&self, message: &Envelope, cmd: &RefundPayment, source: &str, ctx: &MessageContext) -> Result<(), StoreError> {
+        self.execute(message, cmd.saga.saga_id, |existing| domain::refund(existing, cmd, source, ctx)).await
+    }
+
+    async fn execute(
+        &self,
+        message: &Envelope,
+        saga_id: Uuid,
+        decide: impl FnOnce(Option<Payment>) -> Result<Decision, BusError>,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Storage::Memory(memory) => memory
+                .handle_once(SERVICE, message, |state| {
+                    let (saved, reply) = decide(state.by_saga.get(&saga_id).cloned()).map_err(codec)?;
+                    if let Some(p) = saved {
+                        state.by_saga.insert(saga_id, p);
+                    }
+                    Ok::<_, StoreError>(((), vec![reply]))
+                })
+                .map(drop),
+            Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
+                let (saved, reply) = decide(load(conn, saga_id).await?).map_err(codec)?;
+                if let Some(p) = saved {
+                    save(conn, &p).await?;
+                }
+                Ok(((), vec![reply]))
+            })
+            .await
+            .map(drop),
+        }
+    }
+
+    /// The payment of an order's saga, if one was attempted.
+    pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
+        match &self.0 {
+            Storage::Memory(memory) => Ok(memory.read(|s| s.by_saga.values().find(|p| p.order_id == order_id).cloned())),
+            Storage::Postgres { pool, .. } => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE order_id = $1"))).bind(order_id).fetch_optional(pool).await?;
+                row.as_ref().map(decode).transpose()
+            }
+        }
+    }
+}
+
+const SELECT: &str = "SELECT payment_id, saga_id, order_id, customer_id, amount, currency, payment_method, status, \
+                      decline_reason, created_at, refunded_at FROM payments";
+
+async fn load(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Payment>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
+        .bind(saga_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO payments (payment_id, saga_id, order_id, customer_id, amount, currency, payment_method, status, \
+         decline_reason, created_at, refunded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, refunded_at = EXCLUDED.refunded_at",
+    )
+    .bind(p.payment_id)
+    .bind(p.saga_id)
+    .bind(p.order_id)
+    .bind(&p.customer_id)
+    .bind(p.amount)
+    .bind(&p.currency)
+    .bind(method_name(p.payment_method))
+    .bind(p.status.as_str())
+    .bind(&p.decline_reason)
+    .bind(p.created_at)
+    .bind(p.refunded_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn method_name(m: PaymentMethod) -> String {
+    serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn decode(row: &sqlx::postgres::PgRow) -> Result<Payment, StoreError> {
+    let status: String = row.try_get("status")?;
+    let method: String = row.try_get("payment_method")?;
+    Ok(Payment {
+        payment_id: row.try_get("payment_id")?,
+        saga_id: row.try_get("saga_id")?,
+        order_id: row.try_get("order_id")?,
+        customer_id: row.try_get("customer_id")?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        payment_method: serde_json::from_value(serde_json::Value::String(method.clone()))
+            .map_err(|_| StoreError::Codec(format!("unknown payment method {method}")))?,
+        status: PaymentStatus::parse(&status).ok_or_else(|| StoreError::Codec(format!("unknown payment status {status}")))?,
+        decline_reason: row.try_get("decline_reason")?,
+        created_at: row.try_get("created_at")?,
+        refunded_at: row.try_get("refunded_at")?,
+    })
+}
