@@ -11,7 +11,9 @@ CREATE TABLE outbox (
 );
 
 -- Wake the relay as soon as a message is committed (it also polls, as a fallback).
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Functions pin search_path to the schema they were created in, so that the triggers work
+-- for any connection, whatever its own search_path.
+CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
     RETURN NULL;
@@ -41,7 +43,7 @@ CREATE TABLE audit_log (
     changed_by     TEXT NOT NULL DEFAULT current_user
 );
 
-CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO audit_log (table_name, operation, row_data, old_row_data)
     VALUES (

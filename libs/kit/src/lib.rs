@@ -6,6 +6,8 @@ pub mod config;
 pub mod http;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{ConfigError, Settings, StorageKind};
 pub use service::{Readiness, Service, ServiceContext, StartError, serve, shutdown_on_signal};

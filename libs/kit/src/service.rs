@@ -52,6 +52,17 @@ impl ServiceContext {
         Ok(Self { settings: Arc::new(settings), backends, shutdown: shutdown_on_signal(), tasks: TaskTracker::new() })
     }
 
+    /// Closes `bus` when shutdown fires: its consumers finish the message in hand and leave
+    /// their groups; the context's `run` waits for that.
+    pub fn close_on_shutdown(&self, bus: &messaging::Bus) {
+        let bus = bus.clone();
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            shutdown.cancelled().await;
+            bus.close().await;
+        });
+    }
+
     /// Serves `services` on `listener` until shutdown, then waits for background tasks
     /// (consumers finishing their message, relays flushing the outbox).
     pub async fn run(&self, listener: TcpListener, services: Vec<Service>) -> Result<(), StartError> {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use messaging::Envelope;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -84,17 +84,16 @@ impl<E> Default for MemoryEventLog<E> {
 }
 
 impl<E: DomainEvent> MemoryEventLog<E> {
-    /// Appends after `expected_version`; conflicts like the PostgreSQL store.
-    pub fn append(&mut self, aggregate_id: Uuid, expected_version: i64, events: &[E]) -> Result<i64, StoreError> {
+    /// Appends after `expected_version`, recorded at `at`; conflicts like the PostgreSQL store.
+    pub fn append(&mut self, aggregate_id: Uuid, expected_version: i64, events: &[E], at: DateTime<Utc>) -> Result<i64, StoreError> {
         let stream = self.streams.entry(aggregate_id).or_default();
         if i64::try_from(stream.len()).unwrap_or(i64::MAX) != expected_version {
             return Err(StoreError::Conflict { aggregate: aggregate_id, expected: expected_version });
         }
-        let now = Utc::now();
         for event in events {
             let version = i64::try_from(stream.len()).unwrap_or(i64::MAX) + 1;
             self.order.push((aggregate_id, stream.len()));
-            stream.push(Recorded { aggregate_id, version, recorded_at: now, event: event.clone() });
+            stream.push(Recorded { aggregate_id, version, recorded_at: at, event: event.clone() });
         }
         Ok(expected_version + i64::try_from(events.len()).unwrap_or(i64::MAX))
     }

@@ -192,25 +192,30 @@ impl EventTable {
         Self(name)
     }
 
-    /// Appends `events` after `expected_version` (0 for a new aggregate); returns the new
-    /// version.
+    /// Appends `events` after `expected_version` (0 for a new aggregate), recorded at `at`;
+    /// returns the new version.
     pub async fn append<E: DomainEvent>(
         &self,
         conn: &mut PgConnection,
         aggregate_id: Uuid,
         expected_version: i64,
         events: &[E],
+        at: chrono::DateTime<chrono::Utc>,
     ) -> Result<i64, StoreError> {
         let mut version = expected_version;
         for event in events {
             version += 1;
             let payload = serde_json::to_value(event).map_err(|e| StoreError::Codec(e.to_string()))?;
-            let sql = format!("INSERT INTO {} (aggregate_id, version, event_type, payload) VALUES ($1, $2, $3, $4)", self.0);
+            let sql = format!(
+                "INSERT INTO {} (aggregate_id, version, event_type, payload, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+                self.0
+            );
             let result = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(aggregate_id)
                 .bind(version)
                 .bind(event.event_type())
                 .bind(payload)
+                .bind(at)
                 .execute(&mut *conn)
                 .await;
             if let Err(sqlx::Error::Database(db)) = &result

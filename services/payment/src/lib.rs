@@ -39,12 +39,7 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     })
     .await
     .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
-    let closing = bus.clone();
-    let shutdown = ctx.shutdown.clone();
-    ctx.tasks.spawn(async move {
-        shutdown.cancelled().await;
-        closing.close().await;
-    });
+    ctx.close_on_shutdown(&bus);
     Ok(Service { name: SERVICE, router: router(), readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())] })
 }
 

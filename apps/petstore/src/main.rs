@@ -1,0 +1,85 @@
+//! `petstore`: run the whole pet store in one process, or one of its services.
+//!
+//! ```text
+//! petstore                      all six services on http.host:http.port (default 127.0.0.1:8080)
+//! petstore serve <service>      one service on its own port (services.<service>.port)
+//! petstore rebuild-projections  rebuild the order projection from the order event log
+//! ```
+//!
+//! Configuration: `config/enhanced_config.yaml` (embedded defaults: in-memory everything),
+//! `PETSTORE_ENV`, `PETSTORE_CONFIG` and `PETSTORE__…` variables; see the README.
+
+use anyhow::{Context, bail};
+use kit::{Service, ServiceContext, Settings};
+
+const SERVICES: [&str; 6] = ["inventory", "order", "payment", "delivery", "notification", "orchestrator"];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = Settings::load()?;
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["all"] => all_in_one(settings).await,
+        ["serve", name] => serve_one(settings, name).await,
+        ["rebuild-projections"] => rebuild_projections(settings).await,
+        _ => bail!("usage: petstore [all | serve <{}> | rebuild-projections]", SERVICES.join("|")),
+    }
+}
+
+async fn start(ctx: &ServiceContext, name: &str) -> anyhow::Result<Service> {
+    Ok(match name {
+        "inventory" => inventory::start(ctx).await?,
+        "order" => order::start(ctx).await?,
+        "payment" => payment::start(ctx).await?,
+        "delivery" => delivery::start(ctx).await?,
+        "notification" => notification::start(ctx).await?,
+        "orchestrator" => orchestrator::start(ctx).await?,
+        other => bail!("unknown service `{other}`; one of: {}", SERVICES.join(", ")),
+    })
+}
+
+/// Every service in this process, sharing one bus (in the default configuration an
+/// in-memory one) and serving one entry point.
+async fn all_in_one(settings: Settings) -> anyhow::Result<()> {
+    kit::telemetry::init_logging(&settings.log, "petstore");
+    let addr = (settings.http.host.clone(), settings.http.port);
+    let ctx = ServiceContext::connect(settings).await?;
+    let mut services = Vec::new();
+    for name in SERVICES {
+        services.push(start(&ctx, name).await?);
+    }
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
+    tracing::info!(address = %listener.local_addr()?, storage = ?ctx.settings.storage, "petstore (all-in-one) is listening");
+    ctx.run(listener, services).await?;
+    Ok(())
+}
+
+async fn serve_one(settings: Settings, name: &str) -> anyhow::Result<()> {
+    let port = match name {
+        "inventory" => settings.services.inventory.port,
+        "order" => settings.services.order.port,
+        "payment" => settings.services.payment.port,
+        "delivery" => settings.services.delivery.port,
+        "notification" => settings.services.notification.port,
+        "orchestrator" => settings.services.orchestrator.port,
+        other => bail!("unknown service `{other}`; one of: {}", SERVICES.join(", ")),
+    };
+    kit::telemetry::init_logging(&settings.log, name);
+    let addr = (settings.http.host.clone(), port);
+    let ctx = ServiceContext::connect(settings).await?;
+    let service = start(&ctx, name).await?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
+    tracing::info!(service = name, address = %listener.local_addr()?, "listening");
+    ctx.run(listener, vec![service]).await?;
+    Ok(())
+}
+
+async fn rebuild_projections(settings: Settings) -> anyhow::Result<()> {
+    kit::telemetry::init_logging(&settings.log, "petstore");
+    let ctx = ServiceContext::connect(settings).await?;
+    let (_, store) = order::start_with_store(&ctx).await?;
+    let n = store.rebuild_projection().await?;
+    println!("order projection rebuilt: {n} orders");
+    ctx.shutdown.cancel();
+    Ok(())
+}

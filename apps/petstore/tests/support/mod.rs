@@ -1,0 +1,229 @@
+//! A petstore cluster for end-to-end tests: six `petstore serve <service>` processes on free
+//! loopback ports, sharing a fresh PostgreSQL database, a random Kafka topic prefix and a
+//! random Redis key prefix, so tests never collide. Servers come from the environment
+//! (`DATABASE_URL`, `REDIS_URL`, `KAFKA_BROKERS`), defaulting to what `dev/infra.sh` starts.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::{Child, Command};
+
+pub const SERVICES: [&str; 6] = ["inventory", "order", "payment", "delivery", "notification", "orchestrator"];
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub struct Cluster {
+    pub id: String,
+    pub ports: HashMap<&'static str, u16>,
+    pub database_url: String,
+    pub db: PgPool,
+    pub http: reqwest::Client,
+    config_path: PathBuf,
+    log_dir: PathBuf,
+    children: HashMap<&'static str, Child>,
+}
+
+impl Cluster {
+    /// Creates the database and starts every service; returns once all answer `/ready`.
+    pub async fn start() -> Cluster {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+        let db_name = format!("e2e_{id}");
+        let mut admin = PgConnection::connect(&server_url).await.expect("connect to PostgreSQL (run dev/infra.sh)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await.expect("create database");
+        let database_url = match server_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{db_name}"),
+            None => panic!("DATABASE_URL has no database part: {server_url}"),
+        };
+        let ports: HashMap<&'static str, u16> = SERVICES.iter().map(|s| (*s, free_port())).collect();
+        let dir = std::env::temp_dir().join(format!("petstore-e2e-{id}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = format!(
+            r#"environment: test
+log: {{ format: json, level: "info" }}
+storage: postgres
+database: {{ url: "{database_url}", max_connections: 5 }}
+cache: {{ backend: redis, redis_url: "{redis}", ttl_secs: 60, key_prefix: "e2e{id}:" }}
+messaging:
+  default_backend: kafka
+  topic_prefix: "e2e{id}."
+  retry: {{ max_attempts: 5, initial_backoff_ms: 50, max_backoff_ms: 500 }}
+  kafka:
+    brokers: "{brokers}"
+    client: {{ "fetch.wait.max.ms": "10", "session.timeout.ms": "6000", "heartbeat.interval.ms": "1000" }}
+services:
+  order: {{ port: {order}, pet_lookup_timeout_ms: 10000 }}
+  payment: {{ port: {payment} }}
+  delivery: {{ port: {delivery}, delivery_days: 3 }}
+  inventory: {{ port: {inventory} }}
+  notification: {{ port: {notification} }}
+  orchestrator: {{ port: {orchestrator} }}
+"#,
+            redis = env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+            order = ports["order"],
+            payment = ports["payment"],
+            delivery = ports["delivery"],
+            inventory = ports["inventory"],
+            notification = ports["notification"],
+            orchestrator = ports["orchestrator"],
+        );
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let db = PgPool::connect(&database_url).await.expect("connect to the test database");
+        let mut cluster = Cluster {
+            id,
+            ports,
+            database_url,
+            db,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            config_path,
+            log_dir: dir,
+            children: HashMap::new(),
+        };
+        // Migrations of one schema at a time are serialised by sqlx's lock; start in
+        // parallel and wait for all.
+        for service in SERVICES {
+            cluster.spawn(service);
+        }
+        for service in SERVICES {
+            cluster.wait_ready(service).await;
+        }
+        cluster
+    }
+
+    pub fn url(&self, service: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[service])
+    }
+
+    fn spawn(&mut self, service: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{service}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_petstore"))
+            .args(["serve", service])
+            .env("PETSTORE_CONFIG", &self.config_path)
+            .env_remove("PETSTORE_ENV")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn petstore");
+        self.children.insert(service, child);
+    }
+
+    /// Polls `/ready` until 200, failing with the service's log after 90 s.
+    pub async fn wait_ready(&mut self, service: &'static str) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = self.http.get(self.url(service, "/ready")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(child) = self.children.get_mut(service)
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("{service} exited with {status}:\n{}", self.log(service));
+            }
+            assert!(Instant::now() < deadline, "{service} not ready in 90 s:\n{}", self.log(service));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log(&self, service: &str) -> String {
+        let text = std::fs::read_to_string(self.log_dir.join(format!("{service}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGKILLs a service: no graceful shutdown, no offset commit, no outbox flush.
+    pub async fn kill(&mut self, service: &'static str) {
+        if let Some(mut child) = self.children.remove(service) {
+            child.kill().await.expect("kill");
+        }
+    }
+
+    /// Starts a killed service again and waits until it is ready.
+    pub async fn restart(&mut self, service: &'static str) {
+        self.spawn(service);
+        self.wait_ready(service).await;
+    }
+
+    pub async fn place_order(&self, customer: &str, pet_id: &str, payment_method: &str) -> (u16, Value) {
+        let body = serde_json::json!({
+            "pet_id": pet_id,
+            "shipping_address": { "street": "742 Evergreen Terrace", "city": "Springfield", "postal_code": "49007", "country": "US" },
+            "payment_method": payment_method,
+        });
+        let r = self
+            .http
+            .post(self.url("order", "/orders"))
+            .header("x-customer-id", customer)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /orders");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, service: &str, path: &str, customer: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(service, path)).header("x-customer-id", customer).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the order's saga until it ends; panics with the services' logs after `limit`.
+    pub async fn wait_for_saga_end(&self, order_id: &str, customer: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let (status, body) = self.get_json("orchestrator", &format!("/orders/{order_id}/status"), customer).await;
+            if status == 200 && matches!(body["status"].as_str(), Some("completed" | "compensated" | "failed")) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let logs: Vec<String> = SERVICES.iter().map(|s| format!("--- {s}\n{}", self.log(s))).collect();
+        panic!("saga of order {order_id} did not end in {limit:?}; last status {last}\n{}", logs.join("\n"));
+    }
+
+    /// Polls `check` until it returns `Some`, for at most `limit`.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn count(&self, sql: &str, id: uuid::Uuid) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(id).fetch_one(&self.db).await.expect(sql)
+    }
+}

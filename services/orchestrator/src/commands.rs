@@ -1,0 +1,89 @@
+//! Turns the saga's abstract commands and the participants' replies into contract messages.
+
+use contracts::{
+    SagaRef,
+    delivery::{CancelDelivery, DeliveryCancelled, DeliveryFailed, DeliveryScheduled, ScheduleDelivery},
+    inventory::{MarkPetSold, PetReleased, PetReservationFailed, PetReserved, PetRestored, PetSaleFailed, PetSold, ReleasePet, ReservePet, RestorePet},
+    notification::{NotificationFailed, NotificationKind, NotificationSent, SendCancellationNotice, SendConfirmation},
+    order::{ApproveOrder, RejectOrder},
+    payment::{PaymentFailed, PaymentProcessed, PaymentRefunded, ProcessPayment, RefundPayment},
+};
+use messaging::{BusError, Envelope, MessageContext};
+use persistence::Outgoing;
+use saga::{Command, Reply, Saga, Step};
+use uuid::Uuid;
+
+/// The message that carries `command` for `saga`, if the command has one.
+pub fn message_for(saga: &Saga, command: Command, source: &str, ctx: &MessageContext) -> Result<Option<Outgoing>, BusError> {
+    let s = SagaRef { saga_id: saga.saga_id, order_id: saga.order.order_id };
+    let o = &saga.order;
+    let pet_id = o.pet_id.clone();
+    let out = match command {
+        Command::Execute(Step::ReservePet) => Outgoing::message(source, &ReservePet { saga: s, pet_id }, ctx),
+        Command::Execute(Step::ProcessPayment) => Outgoing::message(
+            source,
+            &ProcessPayment { saga: s, customer_id: o.customer_id.clone(), amount: o.amount, currency: o.currency.clone(), payment_method: o.payment_method },
+            ctx,
+        ),
+        Command::Execute(Step::ScheduleDelivery) => Outgoing::message(
+            source,
+            &ScheduleDelivery { saga: s, customer_id: o.customer_id.clone(), pet_id, shipping_address: o.shipping_address.clone() },
+            ctx,
+        ),
+        Command::Execute(Step::MarkPetSold) => Outgoing::message(source, &MarkPetSold { saga: s, pet_id }, ctx),
+        Command::Execute(Step::SendConfirmation) => {
+            Outgoing::message(source, &SendConfirmation { saga: s, customer_id: o.customer_id.clone(), pet_id, amount: o.amount }, ctx)
+        }
+        Command::Compensate(Step::ReservePet) => Outgoing::message(source, &ReleasePet { saga: s, pet_id }, ctx),
+        Command::Compensate(Step::ProcessPayment) => Outgoing::message(source, &RefundPayment { saga: s }, ctx),
+        Command::Compensate(Step::ScheduleDelivery) => Outgoing::message(source, &CancelDelivery { saga: s }, ctx),
+        Command::Compensate(Step::MarkPetSold) => Outgoing::message(source, &RestorePet { saga: s, pet_id }, ctx),
+        Command::Compensate(Step::SendConfirmation) => return Ok(None),
+        Command::SendCancellationNotice => Outgoing::message(
+            source,
+            &SendCancellationNotice { saga: s, customer_id: o.customer_id.clone(), pet_id, reason: reason(saga) },
+            ctx,
+        ),
+        Command::ApproveOrder => Outgoing::message(source, &ApproveOrder { saga: s }, ctx),
+        Command::RejectOrder => Outgoing::message(source, &RejectOrder { saga: s, reason: reason(saga) }, ctx),
+    };
+    out.map(Some)
+}
+
+fn reason(saga: &Saga) -> String {
+    saga.reason.clone().unwrap_or_else(|| "the order could not be completed".to_owned())
+}
+
+/// The saga and reply a participant's message carries; `None` for messages on the reply
+/// channels that are not replies.
+pub fn reply_of(message: &Envelope) -> Result<Option<(Uuid, Reply)>, BusError> {
+    macro_rules! on {
+        ($ty:ty, |$m:ident| $reply:expr) => {
+            if message.is::<$ty>() {
+                let $m = message.decode::<$ty>()?;
+                return Ok(Some(($m.saga.saga_id, $reply)));
+            }
+        };
+    }
+    on!(PetReserved, |m| Reply::Succeeded(Step::ReservePet));
+    on!(PetReservationFailed, |m| Reply::Failed(Step::ReservePet, m.reason));
+    on!(PetReleased, |m| Reply::Compensated(Step::ReservePet));
+    on!(PetSold, |m| Reply::Succeeded(Step::MarkPetSold));
+    on!(PetSaleFailed, |m| Reply::Failed(Step::MarkPetSold, m.reason));
+    on!(PetRestored, |m| Reply::Compensated(Step::MarkPetSold));
+    on!(PaymentProcessed, |m| Reply::Succeeded(Step::ProcessPayment));
+    on!(PaymentFailed, |m| Reply::Failed(Step::ProcessPayment, m.reason));
+    on!(PaymentRefunded, |m| Reply::Compensated(Step::ProcessPayment));
+    on!(DeliveryScheduled, |m| Reply::Succeeded(Step::ScheduleDelivery));
+    on!(DeliveryFailed, |m| Reply::Failed(Step::ScheduleDelivery, m.reason));
+    on!(DeliveryCancelled, |m| Reply::Compensated(Step::ScheduleDelivery));
+    on!(NotificationSent, |m| match m.kind {
+        NotificationKind::Confirmation => Reply::Succeeded(Step::SendConfirmation),
+        NotificationKind::CancellationNotice => Reply::NoticeSent,
+    });
+    on!(NotificationFailed, |m| match m.kind {
+        NotificationKind::Confirmation => Reply::Failed(Step::SendConfirmation, m.reason),
+        NotificationKind::CancellationNotice => Reply::NoticeFailed(m.reason),
+    });
+    Ok(None)
+}

@@ -1,0 +1,100 @@
+//! Orchestrator: runs the order-processing saga. It starts a saga for every `OrderCreated`,
+//! sends each step's command, moves the saga on every participant reply, and records every
+//! transition in the saga log before the commands it implies leave through the outbox.
+//! `GET /sagas/{id}` and `GET /orders/{id}/status` show where a saga is.
+
+mod api;
+mod commands;
+mod store;
+
+use std::sync::Arc;
+
+use contracts::{channels, order::OrderCreated};
+use kit::{Service, ServiceContext, StartError};
+use messaging::{Bus, Envelope, HandlerError};
+use persistence::Storage;
+use saga::{OrderDetails, Saga, SagaEvent};
+use tracing::{info, warn};
+
+pub use api::router;
+pub use store::{SagaState, SagaStore};
+
+/// The service's name: its schema, consumer group and CloudEvents source.
+pub const SERVICE: &str = "orchestrator";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/orchestrator");
+
+/// The channels the orchestrator consumes: new orders and every participant's replies.
+const INPUTS: [&str; 5] =
+    [channels::ORDER_EVENTS, channels::INVENTORY_EVENTS, channels::PAYMENT_EVENTS, channels::DELIVERY_EVENTS, channels::NOTIFICATION_EVENTS];
+
+/// Opens storage, starts the outbox relay and the consumers, and builds the routes.
+pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
+    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, SagaState::default).await.map_err(StartError::at(SERVICE, "opening storage"))?;
+    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
+        .await
+        .map_err(StartError::at(SERVICE, "joining the bus"))?;
+    storage.start_relay(&bus, SERVICE, ctx);
+    let store = SagaStore::new(storage.clone(), bus.source());
+    let shared = Arc::new(store.clone());
+    for channel in INPUTS {
+        let store = shared.clone();
+        bus.subscribe(channel, SERVICE, move |msg| {
+            let store = store.clone();
+            async move { handle(&store, msg).await }
+        })
+        .await
+        .map_err(StartError::at(SERVICE, "subscribing"))?;
+    }
+    ctx.close_on_shutdown(&bus);
+    Ok(Service { name: SERVICE, router: router(store), readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())] })
+}
+
+async fn handle(store: &SagaStore, message: Envelope) -> Result<(), HandlerError> {
+    let advanced = if message.is::<OrderCreated>() {
+        let order = message.decode::<OrderCreated>()?;
+        let details = OrderDetails::from(&order);
+        store
+            .advance(&message, order.saga_id, |current| match current {
+                None => Saga::start(order.saga_id, details),
+                Some(_) => Vec::new(),
+            })
+            .await
+    } else if let Some((saga_id, reply)) = commands::reply_of(&message)? {
+        store
+            .advance(&message, saga_id, |current| match current {
+                Some(saga) => saga.on_reply(&reply),
+                None => {
+                    warn!(%saga_id, r#type = %message.event_type, "reply for an unknown saga; ignored");
+                    Vec::new()
+                }
+            })
+            .await
+    } else {
+        // Other events on these channels (OrderConfirmed, …) need nothing from the saga.
+        return Ok(());
+    };
+    let Some(advanced) = advanced.map_err(HandlerError::retriable)? else { return Ok(()) };
+    record(&advanced.saga, &advanced.events, message.correlation_id.as_deref());
+    Ok(())
+}
+
+/// Logs the transition and counts saga outcomes.
+fn record(saga: &Saga, events: &[SagaEvent], correlation_id: Option<&str>) {
+    for event in events {
+        info!(saga_id = %saga.saga_id, order_id = %saga.order.order_id, correlation_id, event = event.name(), status = saga.status.as_str(), "saga advanced");
+        match event {
+            SagaEvent::Started { .. } => metrics::counter!("petstore_sagas_started_total").increment(1),
+            SagaEvent::Completed | SagaEvent::Compensated { .. } | SagaEvent::Failed { .. } => {
+                let outcome = saga.status.as_str();
+                metrics::counter!("petstore_sagas_ended_total", "outcome" => outcome).increment(1);
+                let secs = store::duration_secs(saga, saga.updated_at);
+                metrics::histogram!("petstore_saga_duration_seconds", "outcome" => outcome).record(secs);
+                if saga.status == saga::SagaStatus::Failed {
+                    tracing::error!(saga_id = %saga.saga_id, reason = saga.reason.as_deref(), "saga FAILED: a compensation could not be completed");
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The saga log (`saga_events`) and its projection (`sagas`), written in one transaction with
+//! the inbox entry of the message that moved the saga and the commands it sends.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use messaging::{Envelope, MessageContext};
+use persistence::{DomainEvent, Outgoing, Recorded, Storage, StoreError, memory::MemoryEventLog, pg, pg::EventTable};
+use saga::{Saga, SagaEvent};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{SERVICE, commands::message_for};
+
+const EVENTS: EventTable = EventTable::new("saga_events");
+
+/// A saga event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoredEvent(pub SagaEvent);
+
+impl DomainEvent for StoredEvent {
+    fn event_type(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+/// The saga log and the order → saga index, for the in-memory store.
+#[derive(Debug, Default)]
+pub struct SagaState {
+    log: MemoryEventLog<StoredEvent>,
+    by_order: HashMap<Uuid, Uuid>,
+}
+
+/// The saga store.
+#[derive(Clone)]
+pub struct SagaStore {
+    storage: Storage<SagaState>,
+    source: String,
+}
+
+/// What one message did to a saga.
+#[derive(Debug)]
+pub struct Advanced {
+    /// The saga after the message.
+    pub saga: Saga,
+    /// The events the message added.
+    pub events: Vec<SagaEvent>,
+}
+
+fn codec(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+fn replay(history: &[Recorded<StoredEvent>]) -> Option<Saga> {
+    Saga::replay(history.iter().map(|r| (&r.event.0, r.recorded_at)))
+}
+
+impl SagaStore {
+    /// Wraps the configured storage; `source` names the orchestrator in its commands.
+    pub fn new(storage: Storage<SagaState>, source: &str) -> Self {
+        Self { storage, source: source.to_owned() }
+    }
+
+    /// Handles `message` once for saga `saga_id`: `decide` looks at the saga (`None` if it
+    /// does not exist yet) and says which events follow; they are appended (failing with
+    /// [`StoreError::Conflict`] if another message moved the saga meanwhile), projected, and
+    /// the commands they imply go to the outbox. `None` when nothing changed.
+    pub async fn advance(
+        &self,
+        message: &Envelope,
+        saga_id: Uuid,
+        decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
+    ) -> Result<Option<Advanced>, StoreError> {
+        let ctx = MessageContext::caused_by(message);
+        let source = self.source.clone();
+        let evolve = move |history: &[Recorded<StoredEvent>]| -> Result<Option<(Advanced, Vec<Outgoing>)>, StoreError> {
+            let current = replay(history);
+            let events = decide(current.as_ref());
+            if events.is_empty() {
+                return Ok(None);
+            }
+            let at = Utc::now().trunc_subsecs(6);
+            let (mut saga, new) = match current {
+                Some(saga) => (saga, &events[..]),
+                None => {
+                    let saga = Saga::replay(events.iter().take(1).map(|e| (e, at))).ok_or_else(|| codec("a saga must begin with Started"))?;
+                    (saga, &events[1..])
+                }
+            };
+            for e in new {
+                saga.apply(e, at);
+            }
+            let mut outgoing = Vec::new();
+            for command in events.iter().filter_map(SagaEvent::command) {
+                outgoing.extend(message_for(&saga, command, &source, &ctx).map_err(codec)?);
+            }
+            Ok(Some((Advanced { saga, events }, outgoing)))
+        };
+        let expected = |history: &[Recorded<StoredEvent>]| i64::try_from(history.len()).unwrap_or(i64::MAX);
+        let stored = |events: &[SagaEvent]| events.iter().cloned().map(StoredEvent).collect::<Vec<_>>();
+        match &self.storage {
+            Storage::Memory(memory) => memory
+                .handle_once(SERVICE, message, |state| {
+                    let history = state.log.load(saga_id);
+                    let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
+                    state.log.append(saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at)?;
+                    state.by_order.insert(advanced.saga.order.order_id, saga_id);
+                    Ok::<_, StoreError>((Some(advanced), outgoing))
+                })
+                .map(Option::flatten),
+            Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
+                let history = EVENTS.load::<StoredEvent>(conn, saga_id).await?;
+                let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
+                EVENTS.append(conn, saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at).await?;
+                project(conn, &advanced.saga, expected(&history) + expected_len(&advanced.events)).await?;
+                Ok((Some(advanced), outgoing))
+            })
+            .await
+            .map(Option::flatten),
+        }
+    }
+
+    /// The saga, rebuilt from its log.
+    pub async fn get(&self, saga_id: Uuid) -> Result<Option<Saga>, StoreError> {
+        match &self.storage {
+            Storage::Memory(memory) => Ok(memory.read(|s| replay(&s.log.load(saga_id)))),
+            Storage::Postgres { pool, .. } => {
+                let mut conn = pool.acquire().await?;
+                Ok(replay(&EVENTS.load::<StoredEvent>(&mut conn, saga_id).await?))
+            }
+        }
+    }
+
+    /// The saga processing `order_id`.
+    pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Saga>, StoreError> {
+        let saga_id = match &self.storage {
+            Storage::Memory(memory) => memory.read(|s| s.by_order.get(&order_id).copied()),
+            Storage::Postgres { pool, .. } => {
+                sqlx::query_scalar("SELECT saga_id FROM sagas WHERE order_id = $1").bind(order_id).fetch_optional(pool).await?
+            }
+        };
+        match saga_id {
+            Some(id) => self.get(id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+fn expected_len(events: &[SagaEvent]) -> i64 {
+    i64::try_from(events.len()).unwrap_or(i64::MAX)
+}
+
+async fn project(conn: &mut PgConnection, saga: &Saga, version: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sagas (saga_id, order_id, customer_id, status, reason, started_at, updated_at, ended_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (saga_id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, \
+         updated_at = EXCLUDED.updated_at, ended_at = EXCLUDED.ended_at, version = EXCLUDED.version",
+    )
+    .bind(saga.saga_id)
+    .bind(saga.order.order_id)
+    .bind(&saga.order.customer_id)
+    .bind(saga.status.as_str())
+    .bind(&saga.reason)
+    .bind(saga.started_at)
+    .bind(saga.updated_at)
+    .bind(saga.ended_at)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Seconds from start to end of a finished saga.
+pub fn duration_secs(saga: &Saga, ended: DateTime<Utc>) -> f64 {
+    (ended - saga.started_at).num_microseconds().unwrap_or(0) as f64 / 1e6
+}

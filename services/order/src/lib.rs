@@ -1,0 +1,72 @@
+//! Order service: takes orders (`POST /orders`), records them as events, announces them on
+//! `order-events` (which starts the saga) and confirms or cancels them when the orchestrator
+//! says how their saga ended.
+
+mod api;
+mod domain;
+mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use contracts::{
+    channels,
+    order::{ApproveOrder, RejectOrder},
+};
+use kit::{Service, ServiceContext, StartError};
+use messaging::{Bus, Envelope, HandlerError};
+use persistence::Storage;
+
+pub use api::{AppState, router};
+pub use domain::{Order, OrderEvent, OrderStatus};
+pub use store::{OrderState, OrderStore};
+
+/// The service's name: its consumer group and CloudEvents source.
+pub const SERVICE: &str = "order";
+
+/// Its PostgreSQL schema (`order` is a reserved word in SQL).
+pub const SCHEMA: &str = "orders";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/order");
+
+/// Opens storage, starts the outbox relay and the command consumer, and builds the routes.
+pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
+    let (service, _) = start_with_store(ctx).await?;
+    Ok(service)
+}
+
+/// Like [`start`], also returning the store (for tests and maintenance commands).
+pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderStore), StartError> {
+    let storage = Storage::open(ctx, SCHEMA, &MIGRATOR, OrderState::default).await.map_err(StartError::at(SERVICE, "opening storage"))?;
+    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
+        .await
+        .map_err(StartError::at(SERVICE, "joining the bus"))?;
+    storage.start_relay(&bus, SERVICE, ctx);
+    let store = OrderStore::new(storage.clone(), bus.source());
+    let handler = Arc::new(store.clone());
+    bus.subscribe(channels::ORDER_COMMANDS, SERVICE, move |msg| {
+        let store = handler.clone();
+        async move { handle_command(&store, msg).await }
+    })
+    .await
+    .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
+    ctx.close_on_shutdown(&bus);
+    let state = AppState {
+        store: store.clone(),
+        bus,
+        pet_lookup_timeout: Duration::from_millis(ctx.settings.services.order.pet_lookup_timeout_ms),
+    };
+    let service = Service { name: SERVICE, router: router(state), readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())] };
+    Ok((service, store))
+}
+
+async fn handle_command(store: &OrderStore, message: Envelope) -> Result<(), HandlerError> {
+    if message.is::<ApproveOrder>() {
+        let cmd = message.decode::<ApproveOrder>()?;
+        store.handle(&message, cmd.saga.order_id, Order::approve).await.map_err(HandlerError::retriable)
+    } else if message.is::<RejectOrder>() {
+        let cmd = message.decode::<RejectOrder>()?;
+        store.handle(&message, cmd.saga.order_id, |o| o.reject(&cmd.reason)).await.map_err(HandlerError::retriable)
+    } else {
+        Err(HandlerError::fatal(format!("order does not handle {}", message.event_type)))
+    }
+}

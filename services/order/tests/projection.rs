@@ -1,0 +1,61 @@
+//! The order projection is derived data: it can be thrown away and rebuilt from the event
+//! log, on PostgreSQL and in memory alike.
+
+use contracts::{Address, PaymentMethod, SagaRef, order::RejectOrder};
+use messaging::{Envelope, MessageContext};
+use order::{OrderEvent, OrderStatus, OrderStore};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+fn placed(customer: &str) -> OrderEvent {
+    OrderEvent::Placed {
+        order_id: Uuid::now_v7(),
+        saga_id: Uuid::now_v7(),
+        customer_id: customer.into(),
+        pet_id: "goldfish-004".into(),
+        amount: Decimal::new(2500, 2),
+        currency: "USD".into(),
+        shipping_address: Address { street: "1 Main St".into(), city: "Springfield".into(), postal_code: "1".into(), country: "US".into() },
+        payment_method: PaymentMethod::CreditCard,
+        special_instructions: None,
+    }
+}
+
+async fn rebuild_gives_back_the_same_orders(store: OrderStore, wipe: impl AsyncFnOnce()) {
+    let ctx = MessageContext::correlated("test");
+    let kept = store.place(placed("a"), &ctx).await.expect("place");
+    let cancelled = store.place(placed("b"), &ctx).await.expect("place");
+    let reject = RejectOrder { saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.order_id }, reason: "declined".into() };
+    let message = Envelope::from_message("/test", &reject, &ctx).expect("envelope");
+    store.handle(&message, cancelled.order_id, |o| o.reject("declined")).await.expect("reject");
+    // A redelivered command changes nothing.
+    store.handle(&message, cancelled.order_id, |o| o.reject("declined")).await.expect("redelivery");
+    let before = (store.get(kept.order_id).await.expect("get"), store.get(cancelled.order_id).await.expect("get"));
+    assert_eq!(before.1.as_ref().map(|o| o.status), Some(OrderStatus::Cancelled));
+    assert_eq!(store.history(cancelled.order_id).await.expect("history").len(), 2);
+
+    wipe().await;
+    assert_eq!(store.rebuild_projection().await.expect("rebuild"), 2);
+    let after = (store.get(kept.order_id).await.expect("get"), store.get(cancelled.order_id).await.expect("get"));
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn postgres_projection_is_rebuilt_from_the_event_log() {
+    let (ctx, url) = kit::testing::postgres_context("").await;
+    let (_, store) = order::start_with_store(&ctx).await.expect("start");
+    rebuild_gives_back_the_same_orders(store, async || {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        sqlx::query("DELETE FROM orders.orders").execute(&pool).await.expect("wipe projection");
+    })
+    .await;
+    ctx.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn memory_projection_is_rebuilt_from_the_event_log() {
+    let ctx = kit::testing::context("").await;
+    let (_, store) = order::start_with_store(&ctx).await.expect("start");
+    rebuild_gives_back_the_same_orders(store, async || {}).await;
+    ctx.shutdown.cancel();
+}
