@@ -1,0 +1,274 @@
+//! Delivery decisions, free of I/O: the same code runs on PostgreSQL and in memory.
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use contracts::{
+    Address,
+    delivery::{
+        CancelDelivery, DeliveryCancelled, DeliveryFailed, DeliveryScheduled, ScheduleDelivery,
+    },
+};
+use messaging::{BusError, MessageContext};
+use persistence::Outgoing;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Booked with the carrier.
+    Scheduled,
+    /// Called off by the saga's compensation.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scheduled" => Some(Self::Scheduled),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// The delivery of one saga's pet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The delivery.
+    pub delivery_id: Uuid,
+    /// Its saga (one delivery per saga).
+    pub saga_id: Uuid,
+    /// Its order.
+    pub order_id: Uuid,
+    /// The recipient.
+    pub customer_id: String,
+    /// What is delivered.
+    pub pet_id: String,
+    /// Where to.
+    pub shipping_address: Address,
+    /// Where it is.
+    pub status: DeliveryStatus,
+    /// The day the pet is expected to arrive.
+    pub estimated_delivery: NaiveDate,
+    /// When it was scheduled.
+    pub created_at: DateTime<Utc>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// A decision: the delivery to save (if it changed) and the reply to send.
+pub(crate) type Decision = (Option<Delivery>, Outgoing);
+
+/// Books the delivery unless this saga already has one, in which case the earlier booking is
+/// repeated (never a second delivery). An address with blank fields fails the step and
+/// stores nothing, so a repeat of the command fails the same way.
+pub(crate) fn schedule(
+    existing: Option<Delivery>,
+    cmd: &ScheduleDelivery,
+    delivery_days: u32,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Decision, BusError> {
+    if let Some(d) = existing {
+        let reply = DeliveryScheduled {
+            saga: cmd.saga,
+            delivery_id: d.delivery_id,
+            estimated_delivery: d.estimated_delivery,
+        };
+        return Ok((None, Outgoing::message(source, &reply, ctx)?));
+    }
+    let blank = cmd.shipping_address.blank_fields();
+    if !blank.is_empty() {
+        let reason = format!(
+            "the shipping address is incomplete: {} must not be blank",
+            blank.join(", ")
+        );
+        return Ok((
+            None,
+            Outgoing::message(
+                source,
+                &DeliveryFailed {
+                    saga: cmd.saga,
+                    reason,
+                },
+                ctx,
+            )?,
+        ));
+    }
+    let now = Utc::now();
+    let delivery = Delivery {
+        delivery_id: Uuid::now_v7(),
+        saga_id: cmd.saga.saga_id,
+        order_id: cmd.saga.order_id,
+        customer_id: cmd.customer_id.clone(),
+        pet_id: cmd.pet_id.clone(),
+        shipping_address: cmd.shipping_address.clone(),
+        status: DeliveryStatus::Scheduled,
+        estimated_delivery: estimated_delivery(now.date_naive(), delivery_days),
+        created_at: now,
+        cancelled_at: None,
+    };
+    let reply = DeliveryScheduled {
+        saga: cmd.saga,
+        delivery_id: delivery.delivery_id,
+        estimated_delivery: delivery.estimated_delivery,
+    };
+    Ok((Some(delivery), Outgoing::message(source, &reply, ctx)?))
+}
+
+/// `today` plus the configured transit days (saturating at the last representable date).
+fn estimated_delivery(today: NaiveDate, delivery_days: u32) -> NaiveDate {
+    today
+        .checked_add_days(Days::new(u64::from(delivery_days)))
+        .unwrap_or(NaiveDate::MAX)
+}
+
+/// Cancels this saga's scheduled delivery; with nothing scheduled (no delivery, or already
+/// cancelled) there is nothing to change, and the cancellation is confirmed all the same.
+pub(crate) fn cancel(
+    existing: Option<Delivery>,
+    cmd: &CancelDelivery,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Decision, BusError> {
+    let changed = match existing {
+        Some(mut d) if d.status == DeliveryStatus::Scheduled => {
+            d.status = DeliveryStatus::Cancelled;
+            d.cancelled_at = Some(Utc::now());
+            Some(d)
+        }
+        _ => None,
+    };
+    Ok((
+        changed,
+        Outgoing::message(source, &DeliveryCancelled { saga: cmd.saga }, ctx)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contracts::SagaRef;
+
+    fn booking(address: Address) -> ScheduleDelivery {
+        ScheduleDelivery {
+            saga: SagaRef {
+                saga_id: Uuid::now_v7(),
+                order_id: Uuid::now_v7(),
+            },
+            customer_id: "c".into(),
+            pet_id: "pet-1".into(),
+            shipping_address: address,
+        }
+    }
+
+    fn address() -> Address {
+        Address {
+            street: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "12345".into(),
+            country: "US".into(),
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_scheduled_once_and_a_repeat_returns_the_same_delivery_without_a_write() {
+        let cmd = booking(address());
+        let ctx = MessageContext::default();
+        let (first, reply) = schedule(None, &cmd, 3, "/t", &ctx).expect("decide");
+        let first = first.expect("saved");
+        assert_eq!(first.status, DeliveryStatus::Scheduled);
+        assert_eq!(
+            (first.estimated_delivery - first.created_at.date_naive()).num_days(),
+            3,
+            "three days after scheduling"
+        );
+        let scheduled = reply.envelope.decode::<DeliveryScheduled>().expect("reply");
+        assert_eq!(scheduled.delivery_id, first.delivery_id);
+        assert_eq!(scheduled.estimated_delivery, first.estimated_delivery);
+
+        let (again, reply) = schedule(Some(first.clone()), &cmd, 3, "/t", &ctx).expect("decide");
+        assert!(again.is_none(), "no second write");
+        assert_eq!(
+            reply
+                .envelope
+                .decode::<DeliveryScheduled>()
+                .expect("reply")
+                .delivery_id,
+            first.delivery_id
+        );
+    }
+
+    #[test]
+    fn an_address_with_blank_fields_fails_the_delivery_and_stores_nothing() {
+        let cmd = booking(Address {
+            street: " ".into(),
+            city: String::new(),
+            ..address()
+        });
+        let (saved, reply) =
+            schedule(None, &cmd, 3, "/t", &MessageContext::default()).expect("decide");
+        assert!(saved.is_none(), "nothing stored");
+        let failed = reply
+            .envelope
+            .decode::<DeliveryFailed>()
+            .expect("a DeliveryFailed reply");
+        assert!(
+            failed.reason.contains("shipping_address.street"),
+            "{}",
+            failed.reason
+        );
+        assert!(
+            failed.reason.contains("shipping_address.city"),
+            "{}",
+            failed.reason
+        );
+        assert!(!failed.reason.contains("postal_code"), "{}", failed.reason);
+    }
+
+    #[test]
+    fn cancelling_a_scheduled_delivery_cancels_it_once() {
+        let cmd = booking(address());
+        let cancel_cmd = CancelDelivery { saga: cmd.saga };
+        let ctx = MessageContext::default();
+        let (scheduled, _) = schedule(None, &cmd, 3, "/t", &ctx).expect("decide");
+        let (cancelled, reply) = cancel(scheduled, &cancel_cmd, "/t", &ctx).expect("decide");
+        let cancelled = cancelled.expect("saved");
+        assert_eq!(cancelled.status, DeliveryStatus::Cancelled);
+        assert!(cancelled.cancelled_at.is_some());
+        assert!(reply.envelope.is::<DeliveryCancelled>());
+        let (again, reply) = cancel(Some(cancelled), &cancel_cmd, "/t", &ctx).expect("decide");
+        assert!(again.is_none(), "no second write");
+        assert!(reply.envelope.is::<DeliveryCancelled>());
+    }
+
+    #[test]
+    fn cancelling_without_a_delivery_confirms_without_a_write() {
+        let cmd = CancelDelivery {
+            saga: SagaRef {
+                saga_id: Uuid::now_v7(),
+                order_id: Uuid::now_v7(),
+            },
+        };
+        let (saved, reply) = cancel(None, &cmd, "/t", &MessageContext::default()).expect("decide");
+        assert!(saved.is_none(), "no write");
+        assert_eq!(
+            reply
+                .envelope
+                .decode::<DeliveryCancelled>()
+                .expect("reply")
+                .saga,
+            cmd.saga
+        );
+    }
+}

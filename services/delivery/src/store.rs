@@ -1,0 +1,242 @@
+//! Where deliveries live: the `delivery` schema, or memory. Each command runs in one
+//! transaction with its inbox entry and its reply.
+
+use std::collections::HashMap;
+
+use contracts::{
+    Address,
+    delivery::{CancelDelivery, ScheduleDelivery},
+};
+use messaging::{BusError, Envelope, MessageContext};
+use persistence::{Storage, StoreError, pg};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::{
+    SERVICE,
+    domain::{self, Decision, Delivery, DeliveryStatus},
+};
+
+/// Deliveries by saga, for the in-memory store.
+#[derive(Debug, Default)]
+pub struct DeliveryState {
+    by_saga: HashMap<Uuid, Delivery>,
+}
+
+/// The delivery store.
+#[derive(Clone)]
+pub struct DeliveryStore(Storage<DeliveryState>);
+
+fn codec(e: BusError) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+impl DeliveryStore {
+    /// Wraps the configured storage.
+    pub fn new(storage: Storage<DeliveryState>) -> Self {
+        Self(storage)
+    }
+
+    /// Handles `ScheduleDelivery` once; a new delivery is expected `delivery_days` after today.
+    pub async fn schedule(
+        &self,
+        message: &Envelope,
+        cmd: &ScheduleDelivery,
+        delivery_days: u32,
+        source: &str,
+        ctx: &MessageContext,
+    ) -> Result<(), StoreError> {
+        self.execute(message, cmd.saga.saga_id, |existing| {
+            domain::schedule(existing, cmd, delivery_days, source, ctx)
+        })
+        .await
+    }
+
+    /// Handles `CancelDelivery` once.
+    pub async fn cancel(
+        &self,
+        message: &Envelope,
+        cmd: &CancelDelivery,
+        source: &str,
+        ctx: &MessageContext,
+    ) -> Result<(), StoreError> {
+        self.execute(message, cmd.saga.saga_id, |existing| {
+            domain::cancel(existing, cmd, source, ctx)
+        })
+        .await
+    }
+
+    async fn execute(
+        &self,
+        message: &Envelope,
+        saga_id: Uuid,
+        decide: impl FnOnce(Option<Delivery>) -> Result<Decision, BusError>,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Storage::Memory(memory) => memory
+                .handle_once(SERVICE, message, |state| {
+                    let (saved, reply) =
+                        decide(state.by_saga.get(&saga_id).cloned()).map_err(codec)?;
+                    if let Some(d) = saved {
+                        state.by_saga.insert(saga_id, d);
+                    }
+                    Ok::<_, StoreError>(((), vec![reply]))
+                })
+                .map(drop),
+            Storage::Postgres { pool, .. } => {
+                pg::handle_once(pool, SERVICE, message, async |conn| {
+                    let (saved, reply) = decide(load(conn, saga_id).await?).map_err(codec)?;
+                    if let Some(d) = saved {
+                        save(conn, &d).await?;
+                    }
+                    Ok(((), vec![reply]))
+                })
+                .await
+                .map(drop)
+            }
+        }
+    }
+
+    /// The delivery of an order's saga, if one was scheduled.
+    pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Delivery>, StoreError> {
+        match &self.0 {
+            Storage::Memory(memory) => {
+                Ok(memory.read(|s| s.by_saga.values().find(|d| d.order_id == order_id).cloned()))
+            }
+            Storage::Postgres { pool, .. } => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE order_id = $1")))
+                    .bind(order_id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(decode).transpose()
+            }
+        }
+    }
+}
+
+const SELECT: &str = "SELECT delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
+                      status, estimated_delivery, created_at, cancelled_at FROM deliveries";
+
+async fn load(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Delivery>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE saga_id = $1 FOR UPDATE"
+    )))
+    .bind(saga_id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deliveries (delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
+         status, estimated_delivery, created_at, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status, cancelled_at = EXCLUDED.cancelled_at",
+    )
+    .bind(d.delivery_id)
+    .bind(d.saga_id)
+    .bind(d.order_id)
+    .bind(&d.customer_id)
+    .bind(&d.pet_id)
+    .bind(&d.shipping_address.street)
+    .bind(&d.shipping_address.city)
+    .bind(&d.shipping_address.postal_code)
+    .bind(&d.shipping_address.country)
+    .bind(d.status.as_str())
+    .bind(d.estimated_delivery)
+    .bind(d.created_at)
+    .bind(d.cancelled_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn decode(row: &sqlx::postgres::PgRow) -> Result<Delivery, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Delivery {
+        delivery_id: row.try_get("delivery_id")?,
+        saga_id: row.try_get("saga_id")?,
+        order_id: row.try_get("order_id")?,
+        customer_id: row.try_get("customer_id")?,
+        pet_id: row.try_get("pet_id")?,
+        shipping_address: Address {
+            street: row.try_get("street")?,
+            city: row.try_get("city")?,
+            postal_code: row.try_get("postal_code")?,
+            country: row.try_get("country")?,
+        },
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Codec(format!("unknown delivery status {status}")))?,
+        estimated_delivery: row.try_get("estimated_delivery")?,
+        created_at: row.try_get("created_at")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use contracts::SagaRef;
+    use persistence::memory::MemoryStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_order_shows_its_delivery_scheduled_then_cancelled() {
+        let store = DeliveryStore::new(Storage::Memory(Arc::new(MemoryStore::default())));
+        let ctx = MessageContext::default();
+        let saga = SagaRef {
+            saga_id: Uuid::now_v7(),
+            order_id: Uuid::now_v7(),
+        };
+        let address = Address {
+            street: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "12345".into(),
+            country: "US".into(),
+        };
+        let booking = ScheduleDelivery {
+            saga,
+            customer_id: "c".into(),
+            pet_id: "pet-1".into(),
+            shipping_address: address,
+        };
+        let message = Envelope::from_message("/t", &booking, &ctx).expect("envelope");
+
+        store
+            .schedule(&message, &booking, 3, "/t", &ctx)
+            .await
+            .expect("scheduled");
+        let scheduled = store
+            .for_order(saga.order_id)
+            .await
+            .expect("read")
+            .expect("a delivery");
+        assert_eq!(scheduled.status, DeliveryStatus::Scheduled);
+
+        let cancel = CancelDelivery { saga };
+        let message = Envelope::from_message("/t", &cancel, &ctx).expect("envelope");
+        store
+            .cancel(&message, &cancel, "/t", &ctx)
+            .await
+            .expect("cancelled");
+        let cancelled = store
+            .for_order(saga.order_id)
+            .await
+            .expect("read")
+            .expect("a delivery");
+        assert_eq!(
+            (cancelled.delivery_id, cancelled.status),
+            (scheduled.delivery_id, DeliveryStatus::Cancelled)
+        );
+        assert!(
+            store
+                .for_order(Uuid::now_v7())
+                .await
+                .expect("read")
+                .is_none(),
+            "another order has none"
+        );
+    }
+}
