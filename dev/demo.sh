@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Walk through the pet store's order saga against a running deployment.
+#
+#   dev/demo.sh catalog     browse the catalog; the second identical call is a cache HIT
+#   dev/demo.sh happy       order an available pet: reserve → pay → deliver → sell → confirm
+#   dev/demo.sh declined    pay with the provider's test card `declined_card`: the saga compensates
+#   dev/demo.sh race        two customers order the same pet at once: exactly one gets it
+#   dev/demo.sh bad         malformed and invalid orders get problem+json answers
+#   dev/demo.sh all         everything above
+#
+# BASE_URL (default http://localhost:8080) points at the all-in-one binary (`cargo run -p
+# petstore`) or at the compose deployment's entry point. Needs curl and jq.
+set -euo pipefail
+
+BASE_URL="${BASE_URL:-http://localhost:8080}"
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || { echo "demo.sh needs $tool (e.g. apt-get install $tool)" >&2; exit 1; }
+done
+
+bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+say() { printf '  %s\n' "$*"; }
+
+api() { # method path [customer] [body] → prints body; status in $STATUS, headers in $HEADERS
+  local method=$1 path=$2 customer=${3:-} body=${4:-}
+  local args=(-sS -X "$method" -D /tmp/demo-headers.$$ -o /tmp/demo-body.$$ -w '%{http_code}' -H 'accept: application/json')
+  [ -n "$customer" ] && args+=(-H "x-customer-id: $customer")
+  [ -n "$body" ] && args+=(-H 'content-type: application/json' --data "$body")
+  STATUS=$(curl "${args[@]}" "$BASE_URL$path") || { echo "cannot reach $BASE_URL — is the pet store running?" >&2; exit 1; }
+  HEADERS=$(cat /tmp/demo-headers.$$)
+  cat /tmp/demo-body.$$
+  rm -f /tmp/demo-headers.$$ /tmp/demo-body.$$
+}
+
+header() { printf '%s' "$HEADERS" | tr -d '\r' | awk -v h="$(echo "$1" | tr 'A-Z' 'a-z')" 'tolower($1) == h":" {print $2}'; }
+
+address='{"street":"742 Evergreen Terrace","city":"Springfield","postal_code":"49007","country":"US"}'
+
+order_body() { printf '{"pet_id":"%s","shipping_address":%s,"payment_method":"%s"}' "$1" "$address" "$2"; }
+
+first_available_pet() {
+  local pet
+  pet=$(api GET "/pets?available=true&limit=1" | jq -r '.items[0].pet_id // empty')
+  [ -n "$pet" ] || { echo "no pet is available any more; restart the pet store to reset the catalog" >&2; exit 1; }
+  echo "$pet"
+}
+
+wait_for_saga() { # order_id customer → prints the final status JSON
+  local order=$1 customer=$2 body status
+  for _ in $(seq 1 300); do
+    body=$(api GET "/orders/$order/status" "$customer")
+    status=$(jq -r '.status // empty' <<<"$body" 2>/dev/null || true)
+    case "$status" in completed|compensated|failed) echo "$body"; return ;; esac
+    sleep 0.1
+  done
+  echo "saga of order $order did not end in 30 s; last answer: $body" >&2
+  exit 1
+}
+
+show_saga() {
+  jq -r '"  saga \(.saga_id): \(.status | ascii_upcase)" + (if .reason then " — \(.reason)" else "" end),
+         (.steps[] | "    \(.step | . + " " * (18 - length)) \(.status)" + (if .error then "  (\(.error))" else "" end)),
+         (if .notice then "    cancellation notice  " + (if .notice.sent_at then "sent" else "pending" end) else empty end)' <<<"$1"
+}
+
+place() { # customer pet method → prints the 202 body
+  local body
+  body=$(api POST /orders "$1" "$(order_body "$2" "$3")")
+  [ "$STATUS" = 202 ] || { echo "POST /orders answered $STATUS: $body" >&2; exit 1; }
+  echo "$body"
+}
+
+catalog() {
+  bold "Catalog: GET /pets?category=dog, twice"
+  api GET "/pets?category=dog&limit=3" | jq -r '.items[] | "  \(.pet_id)  \(.name)  $\(.price)  \(.status)"'
+  say "X-Cache: $(header x-cache)"
+  api GET "/pets?category=dog&limit=3" >/dev/null
+  say "X-Cache: $(header x-cache)   (served from the cache)"
+}
+
+happy() {
+  local pet placed order saga
+  pet=$(first_available_pet)
+  bold "Happy path: alice orders $pet with a credit card"
+  placed=$(place alice "$pet" credit_card)
+  order=$(jq -r .order_id <<<"$placed")
+  say "202 Accepted: order $order, correlation id $(jq -r .correlation_id <<<"$placed")"
+  saga=$(wait_for_saga "$order" alice)
+  show_saga "$saga"
+  say "order status: $(api GET "/orders/$order" alice | jq -r .status)"
+  say "pet status:   $(api GET "/pets/$pet" | jq -r .status)"
+  say "alice's inbox: $(api GET /notifications alice | jq -r '.items[0].subject')"
+}
+
+declined() {
+  local pet placed order saga
+  pet=$(first_available_pet)
+  bold "Declined card: bob orders $pet with the test card declined_card"
+  placed=$(place bob "$pet" declined_card)
+  order=$(jq -r .order_id <<<"$placed")
+  saga=$(wait_for_saga "$order" bob)
+  show_saga "$saga"
+  say "pet status after compensation: $(api GET "/pets/$pet" | jq -r .status)"
+  say "bob's inbox: $(api GET /notifications bob | jq -r '.items[0].subject')"
+}
+
+race() {
+  local pet a b
+  pet=$(first_available_pet)
+  bold "Race: carol and dave order $pet at the same moment"
+  place carol "$pet" credit_card >/tmp/demo-a.$$ &
+  place dave "$pet" credit_card >/tmp/demo-b.$$ &
+  wait
+  a=$(jq -r .order_id /tmp/demo-a.$$); b=$(jq -r .order_id /tmp/demo-b.$$)
+  rm -f /tmp/demo-a.$$ /tmp/demo-b.$$
+  say "carol: $(wait_for_saga "$a" carol | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
+  say "dave:  $(wait_for_saga "$b" dave | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
+  say "pet status: $(api GET "/pets/$pet" | jq -r .status)"
+}
+
+bad() {
+  bold "Bad input gets RFC 9457 problem details"
+  api POST /orders erin '{"pet_id": ' | jq -c '{status, title, detail}' | sed 's/^/  malformed JSON   → /'
+  api POST /orders erin "$(order_body unicorn-999 credit_card)" | jq -c '{status, title, detail}' | sed 's/^/  unknown pet      → /'
+  api POST /orders erin '{"pet_id":"goldfish-004"}' | jq -c '{status, title, detail}' | sed 's/^/  missing fields   → /'
+  api GET /pets/unicorn-999 | jq -c '{status, title, detail}' | sed 's/^/  GET unknown pet  → /'
+}
+
+case "${1:-}" in
+  catalog) catalog ;;
+  happy) happy ;;
+  declined) declined ;;
+  race) race ;;
+  bad) bad ;;
+  all) catalog; happy; declined; race; bad ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
