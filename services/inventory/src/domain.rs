@@ -1,0 +1,376 @@
+//! Catalog decisions, free of I/O: the same code runs on PostgreSQL and in memory.
+//!
+//! A pet is `available`, `reserved` by a running saga (the saga's semantic lock on it) or
+//! `sold` to a saga. Every command is answered, and answering it twice is harmless: a command
+//! that finds its work already done repeats the success without writing.
+
+use chrono::{DateTime, Utc};
+use contracts::{
+    SagaRef,
+    inventory::{
+        Availability, MarkPetSold, PetReleased, PetReservationFailed, PetReserved, PetRestored, PetSaleFailed, PetSold,
+        PetSummary, ReleasePet, ReservePet, RestorePet,
+    },
+};
+use messaging::{BusError, Envelope, MessageContext};
+use persistence::Outgoing;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+/// The stored name of an availability.
+pub fn availability_name(a: Availability) -> &'static str {
+    match a {
+        Availability::Available => "available",
+        Availability::Reserved => "reserved",
+        Availability::Sold => "sold",
+    }
+}
+
+/// Parses the stored name of an availability.
+pub fn parse_availability(s: &str) -> Option<Availability> {
+    match s {
+        "available" => Some(Availability::Available),
+        "reserved" => Some(Availability::Reserved),
+        "sold" => Some(Availability::Sold),
+        _ => None,
+    }
+}
+
+/// A catalog entry and its stock state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pet {
+    /// Human-readable id, e.g. `golden-retriever-001` (the contract).
+    pub pet_id: String,
+    /// Display name.
+    pub name: String,
+    /// `dog`, `cat`, `bird`, `fish`, `reptile`, …
+    pub category: String,
+    /// Breed or species.
+    pub breed: String,
+    /// Age in months.
+    pub age_months: i32,
+    /// Price in `currency`, two decimal places.
+    pub price: Decimal,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Free text for the catalog page.
+    pub description: String,
+    /// Available, reserved or sold.
+    pub status: Availability,
+    /// The saga that reserved or bought the pet; `None` exactly when it is available.
+    pub held_by_saga: Option<Uuid>,
+    /// When `status` last changed.
+    pub status_changed_at: DateTime<Utc>,
+    /// When the pet entered the catalog.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Pet {
+    /// What an order needs to know about the pet (the `GetPetStatus` answer).
+    pub fn summary(&self) -> PetSummary {
+        PetSummary {
+            name: self.name.clone(),
+            price: self.price,
+            currency: self.currency.clone(),
+            availability: self.status,
+        }
+    }
+
+    fn held_by(&self, saga_id: Uuid) -> bool {
+        self.held_by_saga == Some(saga_id)
+    }
+
+    /// The pet moved to `status`, held by `saga` (`None` when available).
+    fn moved(mut self, status: Availability, saga: Option<Uuid>) -> Self {
+        self.status = status;
+        self.held_by_saga = saga;
+        self.status_changed_at = Utc::now();
+        self
+    }
+}
+
+/// The catalog filters of `GET /pets`; an absent filter matches every pet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PetFilter {
+    /// Exactly this category.
+    pub category: Option<String>,
+    /// Price at most this.
+    pub max_price: Option<Decimal>,
+    /// `true`: only available pets; `false`: only reserved or sold ones.
+    pub available: Option<bool>,
+}
+
+impl PetFilter {
+    /// Whether `pet` passes every filter (the in-memory twin of the SQL `WHERE`).
+    pub fn matches(&self, pet: &Pet) -> bool {
+        self.category.as_ref().is_none_or(|c| *c == pet.category)
+            && self.max_price.is_none_or(|max| pet.price <= max)
+            && self.available.is_none_or(|a| a == (pet.status == Availability::Available))
+    }
+}
+
+/// A command of the `inventory-commands` channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InventoryCommand {
+    /// Saga step 1.
+    Reserve(ReservePet),
+    /// Compensation of step 1.
+    Release(ReleasePet),
+    /// Saga step 4, the pivot.
+    MarkSold(MarkPetSold),
+    /// Compensation of step 4.
+    Restore(RestorePet),
+}
+
+impl InventoryCommand {
+    /// Decodes a command envelope; a type this service does not handle is a codec error.
+    pub fn from_envelope(message: &Envelope) -> Result<Self, BusError> {
+        if message.is::<ReservePet>() {
+            message.decode().map(Self::Reserve)
+        } else if message.is::<ReleasePet>() {
+            message.decode().map(Self::Release)
+        } else if message.is::<MarkPetSold>() {
+            message.decode().map(Self::MarkSold)
+        } else if message.is::<RestorePet>() {
+            message.decode().map(Self::Restore)
+        } else {
+            Err(BusError::Codec(format!("inventory does not handle {}", message.event_type)))
+        }
+    }
+
+    /// The saga that sent the command.
+    pub fn saga(&self) -> SagaRef {
+        match self {
+            Self::Reserve(c) => c.saga,
+            Self::Release(c) => c.saga,
+            Self::MarkSold(c) => c.saga,
+            Self::Restore(c) => c.saga,
+        }
+    }
+
+    /// The pet the command is about.
+    pub fn pet_id(&self) -> &str {
+        match self {
+            Self::Reserve(c) => &c.pet_id,
+            Self::Release(c) => &c.pet_id,
+            Self::MarkSold(c) => &c.pet_id,
+            Self::Restore(c) => &c.pet_id,
+        }
+    }
+}
+
+/// A decision: the pet to save (if it changed) and the reply to send.
+pub(crate) type Decision = (Option<Pet>, Outgoing);
+
+/// Why `saga` cannot take the pet: it does not exist, or another saga (or a sale) holds it.
+fn refusal(existing: Option<&Pet>, pet_id: &str) -> String {
+    match existing.map(|p| p.status) {
+        None => format!("no pet {pet_id}"),
+        Some(Availability::Available) => format!("pet {pet_id} is not reserved"),
+        Some(Availability::Reserved) => format!("pet {pet_id} is already reserved"),
+        Some(Availability::Sold) => format!("pet {pet_id} is sold"),
+    }
+}
+
+/// Decides what `cmd` does to the pet as it is now (`None`: no such pet) and what to reply.
+pub(crate) fn decide(
+    existing: Option<Pet>,
+    cmd: &InventoryCommand,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Decision, BusError> {
+    use Availability::{Available, Reserved, Sold};
+    let saga = cmd.saga();
+    let pet_id = cmd.pet_id().to_owned();
+    let is = |status: Availability| existing.as_ref().is_some_and(|p| p.status == status);
+    let held = |status: Availability| existing.as_ref().is_some_and(|p| p.status == status && p.held_by(saga.saga_id));
+    // The state to move to (if any), and whether the command succeeds.
+    let (next, succeeds) = match cmd {
+        InventoryCommand::Reserve(_) if is(Available) => (Some((Reserved, Some(saga.saga_id))), true),
+        InventoryCommand::Reserve(_) => (None, held(Reserved)),
+        InventoryCommand::Release(_) => (held(Reserved).then_some((Available, None)), true),
+        InventoryCommand::MarkSold(_) if held(Reserved) => (Some((Sold, Some(saga.saga_id))), true),
+        InventoryCommand::MarkSold(_) => (None, held(Sold)),
+        InventoryCommand::Restore(_) => (held(Sold).then_some((Available, None)), true),
+    };
+    let reason = || refusal(existing.as_ref(), &pet_id);
+    let reply = match (cmd, succeeds) {
+        (InventoryCommand::Reserve(_), true) => Outgoing::message(source, &PetReserved { saga, pet_id }, ctx),
+        (InventoryCommand::Reserve(_), false) => {
+            Outgoing::message(source, &PetReservationFailed { saga, reason: reason(), pet_id }, ctx)
+        }
+        (InventoryCommand::Release(_), _) => Outgoing::message(source, &PetReleased { saga, pet_id }, ctx),
+        (InventoryCommand::MarkSold(_), true) => Outgoing::message(source, &PetSold { saga, pet_id }, ctx),
+        (InventoryCommand::MarkSold(_), false) => {
+            Outgoing::message(source, &PetSaleFailed { saga, reason: reason(), pet_id }, ctx)
+        }
+        (InventoryCommand::Restore(_), _) => Outgoing::message(source, &PetRestored { saga, pet_id }, ctx),
+    }?;
+    let saved = next.and_then(|(status, holder)| existing.map(|p| p.moved(status, holder)));
+    Ok((saved, reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contracts::Message;
+
+    const PET: &str = "goldfish-004";
+
+    #[derive(Debug, Clone, Copy)]
+    enum Given {
+        Unknown,
+        Available,
+        ReservedByUs,
+        ReservedByOther,
+        SoldToUs,
+        SoldToOther,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Cmd {
+        Reserve,
+        Release,
+        MarkSold,
+        Restore,
+    }
+
+    /// What the pet must become: `None` for "not written".
+    type Written = Option<(Availability, bool)>;
+
+    fn pet(given: Given, us: Uuid) -> Option<Pet> {
+        let (status, holder) = match given {
+            Given::Unknown => return None,
+            Given::Available => (Availability::Available, None),
+            Given::ReservedByUs => (Availability::Reserved, Some(us)),
+            Given::ReservedByOther => (Availability::Reserved, Some(Uuid::now_v7())),
+            Given::SoldToUs => (Availability::Sold, Some(us)),
+            Given::SoldToOther => (Availability::Sold, Some(Uuid::now_v7())),
+        };
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        Some(Pet {
+            pet_id: PET.into(),
+            name: "Bubbles".into(),
+            category: "fish".into(),
+            breed: "Goldfish".into(),
+            age_months: 6,
+            price: Decimal::new(2500, 2),
+            currency: "USD".into(),
+            description: String::new(),
+            status,
+            held_by_saga: holder,
+            status_changed_at: at,
+            created_at: at,
+        })
+    }
+
+    fn command(cmd: Cmd, saga: SagaRef) -> InventoryCommand {
+        let pet_id = PET.to_owned();
+        match cmd {
+            Cmd::Reserve => InventoryCommand::Reserve(ReservePet { saga, pet_id }),
+            Cmd::Release => InventoryCommand::Release(ReleasePet { saga, pet_id }),
+            Cmd::MarkSold => InventoryCommand::MarkSold(MarkPetSold { saga, pet_id }),
+            Cmd::Restore => InventoryCommand::Restore(RestorePet { saga, pet_id }),
+        }
+    }
+
+    #[test]
+    fn every_command_in_every_state_writes_and_replies_as_specified() {
+        use Availability::{Available as A, Reserved as R, Sold as S};
+        use Cmd::*;
+        use Given::*;
+        let failed = PetReservationFailed::TYPE;
+        let sale_failed = PetSaleFailed::TYPE;
+        #[rustfmt::skip]
+        let cases: [(Cmd, Given, Written, &str, Option<&str>); 24] = [
+            (Reserve, Unknown,         None,             failed,            Some("no pet goldfish-004")),
+            (Reserve, Available,       Some((R, true)),  PetReserved::TYPE, None),
+            (Reserve, ReservedByUs,    None,             PetReserved::TYPE, None),
+            (Reserve, ReservedByOther, None,             failed,            Some("pet goldfish-004 is already reserved")),
+            (Reserve, SoldToUs,        None,             failed,            Some("pet goldfish-004 is sold")),
+            (Reserve, SoldToOther,     None,             failed,            Some("pet goldfish-004 is sold")),
+            (Release, Unknown,         None,             PetReleased::TYPE, None),
+            (Release, Available,       None,             PetReleased::TYPE, None),
+            (Release, ReservedByUs,    Some((A, false)), PetReleased::TYPE, None),
+            (Release, ReservedByOther, None,             PetReleased::TYPE, None),
+            (Release, SoldToUs,        None,             PetReleased::TYPE, None),
+            (Release, SoldToOther,     None,             PetReleased::TYPE, None),
+            (MarkSold, Unknown,         None,            sale_failed,       Some("no pet goldfish-004")),
+            (MarkSold, Available,       None,            sale_failed,       Some("pet goldfish-004 is not reserved")),
+            (MarkSold, ReservedByUs,    Some((S, true)), PetSold::TYPE,     None),
+            (MarkSold, ReservedByOther, None,            sale_failed,       Some("pet goldfish-004 is already reserved")),
+            (MarkSold, SoldToUs,        None,            PetSold::TYPE,     None),
+            (MarkSold, SoldToOther,     None,            sale_failed,       Some("pet goldfish-004 is sold")),
+            (Restore, Unknown,         None,             PetRestored::TYPE, None),
+            (Restore, Available,       None,             PetRestored::TYPE, None),
+            (Restore, ReservedByUs,    None,             PetRestored::TYPE, None),
+            (Restore, ReservedByOther, None,             PetRestored::TYPE, None),
+            (Restore, SoldToUs,        Some((A, false)), PetRestored::TYPE, None),
+            (Restore, SoldToOther,     None,             PetRestored::TYPE, None),
+        ];
+        for (cmd, given, written, reply_type, reason) in cases {
+            let case = format!("{cmd:?} when {given:?}");
+            let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+            let cause = MessageContext { causation_id: Some("cause".into()), ..MessageContext::correlated("corr") };
+            let (saved, reply) = decide(pet(given, saga.saga_id), &command(cmd, saga), "/petstore/inventory", &cause)
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+
+            let got = saved.as_ref().map(|p| (p.status, p.held_by(saga.saga_id)));
+            assert_eq!(got, written, "{case}: written state");
+            if let Some(p) = &saved {
+                assert_eq!(
+                    p.held_by_saga.is_some(),
+                    p.status != Availability::Available,
+                    "{case}: held iff not available"
+                );
+                assert!(p.status_changed_at > DateTime::<Utc>::UNIX_EPOCH, "{case}: status_changed_at");
+            }
+            assert_eq!(reply.channel, contracts::channels::INVENTORY_EVENTS, "{case}: channel");
+            assert_eq!(reply.envelope.event_type, reply_type, "{case}: reply type");
+            assert_eq!(reply.envelope.correlation_id.as_deref(), Some("corr"), "{case}: correlation");
+            assert_eq!(reply.envelope.causation_id.as_deref(), Some("cause"), "{case}: causation");
+            let data: serde_json::Value =
+                serde_json::from_slice(&reply.envelope.data).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(data["pet_id"], PET, "{case}: pet id");
+            assert_eq!(data["saga_id"], saga.saga_id.to_string(), "{case}: saga id");
+            assert_eq!(data["reason"].as_str(), reason, "{case}: reason");
+        }
+    }
+
+    #[test]
+    fn filters_combine_and_absent_filters_match_everything() {
+        let fish = pet(Given::Available, Uuid::nil()).expect("pet");
+        let sold = pet(Given::SoldToOther, Uuid::nil()).expect("pet");
+        let f = |category: Option<&str>, max_price: Option<i64>, available: Option<bool>| PetFilter {
+            category: category.map(str::to_owned),
+            max_price: max_price.map(|p| Decimal::new(p, 0)),
+            available,
+        };
+        let cases = [
+            (f(None, None, None), &fish, true),
+            (f(Some("fish"), None, None), &fish, true),
+            (f(Some("Fish"), None, None), &fish, false),
+            (f(None, Some(25), None), &fish, true),
+            (f(None, Some(24), None), &fish, false),
+            (f(None, None, Some(true)), &fish, true),
+            (f(None, None, Some(false)), &fish, false),
+            (f(None, None, Some(false)), &sold, true),
+            (f(Some("fish"), Some(100), Some(true)), &sold, false),
+        ];
+        for (filter, pet, expected) in cases {
+            assert_eq!(filter.matches(pet), expected, "{filter:?} on a {:?} pet", pet.status);
+        }
+    }
+
+    #[test]
+    fn unknown_command_types_are_refused_by_name() {
+        let env = Envelope::from_message(
+            "/t",
+            &contracts::inventory::GetPetStatus { pet_id: PET.into() },
+            &MessageContext::default(),
+        )
+        .expect("encode");
+        let err = InventoryCommand::from_envelope(&env).expect_err("not a command");
+        assert!(err.to_string().contains("get-pet-status"), "{err}");
+    }
+}

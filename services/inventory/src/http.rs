@@ -1,0 +1,290 @@
+//! The catalog API: `GET /pets` (filtered, keyset-paged) and `GET /pets/{pet_id}`, both
+//! served through the catalog cache and saying so in `X-Cache: HIT|MISS`.
+
+use axum::{
+    Router,
+    extract::{FromRequestParts, Path, Query, State, rejection::PathRejection},
+    http::{HeaderName, HeaderValue, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use contracts::inventory::Availability;
+use kit::http::ApiError;
+use persistence::StoreError;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::{
+    cache::{CatalogCache, Lookup},
+    domain::{Pet, PetFilter},
+    store::InventoryStore,
+};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 20;
+/// Largest page a client may ask for.
+pub const MAX_LIMIT: usize = 100;
+/// Longest pet id the API accepts (in a path or inside a cursor).
+const MAX_PET_ID: usize = 128;
+/// Longest category the API accepts.
+const MAX_CATEGORY: usize = 64;
+
+/// The response header saying whether the body came from the cache.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// What the catalog handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    /// The catalog.
+    pub store: InventoryStore,
+    /// Its cache.
+    pub cache: CatalogCache,
+}
+
+/// The catalog routes.
+pub fn router(state: AppState) -> Router {
+    Router::new().route("/pets", get(list_pets)).route("/pets/{pet_id}", get(get_pet)).with_state(state)
+}
+
+/// A pet as the API shows it: the saga holding it stays internal.
+#[derive(Serialize)]
+struct PetView<'a> {
+    pet_id: &'a str,
+    name: &'a str,
+    category: &'a str,
+    breed: &'a str,
+    age_months: i32,
+    /// A decimal string with two places, e.g. `"1200.00"`: money is never a float.
+    price: String,
+    currency: &'a str,
+    description: &'a str,
+    status: Availability,
+}
+
+impl<'a> From<&'a Pet> for PetView<'a> {
+    fn from(p: &'a Pet) -> Self {
+        let mut price = p.price;
+        price.rescale(2);
+        Self {
+            pet_id: &p.pet_id,
+            name: &p.name,
+            category: &p.category,
+            breed: &p.breed,
+            age_months: p.age_months,
+            price: price.to_string(),
+            currency: &p.currency,
+            description: &p.description,
+            status: p.status,
+        }
+    }
+}
+
+/// A page of `GET /pets`.
+#[derive(Serialize)]
+struct PageView<'a> {
+    items: Vec<PetView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The validated query of `GET /pets`. Unknown parameters are ignored (and so never split
+/// the cache); an empty value counts as absent; a malformed value is a 400 and an
+/// out-of-range one a 422, each naming the parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListQuery {
+    filter: PetFilter,
+    after: Option<String>,
+    limit: usize,
+}
+
+impl ListQuery {
+    fn parse(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut q = Self { filter: PetFilter::default(), after: None, limit: DEFAULT_LIMIT };
+        let mut seen = Vec::new();
+        for (name, value) in pairs {
+            if !matches!(name.as_str(), "category" | "max_price" | "available" | "limit" | "cursor") {
+                continue;
+            }
+            if seen.contains(&name) {
+                return Err(ApiError::bad_request(format!("query parameter `{name}` is given more than once")));
+            }
+            seen.push(name.clone());
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            match name.as_str() {
+                "category" if value.len() > MAX_CATEGORY => {
+                    return Err(ApiError::validation(format!(
+                        "query parameter `category` is longer than {MAX_CATEGORY} characters"
+                    )));
+                }
+                "category" => q.filter.category = Some(value.to_owned()),
+                "max_price" => q.filter.max_price = Some(parse_max_price(value)?),
+                "available" => q.filter.available = Some(parse_available(value)?),
+                "limit" => q.limit = parse_limit(value)?,
+                _ => q.after = Some(decode_cursor(value)?),
+            }
+        }
+        Ok(q)
+    }
+
+    /// The cache key of the page: every parameter in one canonical form, so `max_price=50`
+    /// and `max_price=50.00&foo=1` share an entry.
+    fn cache_key(&self) -> String {
+        let f = &self.filter;
+        let key = (&f.category, f.max_price.map(|p| p.normalize().to_string()), f.available, self.limit, &self.after);
+        serde_json::to_string(&key).unwrap_or_default()
+    }
+}
+
+fn parse_max_price(value: &str) -> Result<Decimal, ApiError> {
+    let why = "query parameter `max_price` must be a decimal number of at least 0, e.g. `250.00`";
+    let price: Decimal = value.parse().map_err(|_| ApiError::bad_request(why))?;
+    if price.is_sign_negative() && !price.is_zero() {
+        return Err(ApiError::validation(why));
+    }
+    Ok(price)
+}
+
+fn parse_available(value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad_request("query parameter `available` must be `true` or `false`")),
+    }
+}
+
+fn parse_limit(value: &str) -> Result<usize, ApiError> {
+    let why = format!("query parameter `limit` must be an integer from 1 to {MAX_LIMIT}");
+    let limit: i64 = value.parse().map_err(|_| ApiError::bad_request(why.clone()))?;
+    usize::try_from(limit).ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| ApiError::validation(why))
+}
+
+fn encode_cursor(pet_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(pet_id)
+}
+
+fn decode_cursor(value: &str) -> Result<String, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_PET_ID)
+        .ok_or_else(|| ApiError::bad_request("query parameter `cursor` is not a cursor returned by this API"))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+        Self::parse(pairs)
+    }
+}
+
+fn json_response(body: String, cache: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (X_CACHE, HeaderValue::from_static(cache)),
+    ];
+    (headers, body).into_response()
+}
+
+fn storage_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Database(_) => ApiError::unavailable("the catalog is unavailable; try again shortly", 1, e),
+        other => ApiError::internal(other),
+    }
+}
+
+async fn list_pets(State(state): State<AppState>, query: ListQuery) -> Result<Response, ApiError> {
+    let lookup = state.cache.listing(&query.cache_key()).await;
+    if let Lookup::Hit(json) = lookup {
+        return Ok(json_response(json, "HIT"));
+    }
+    let mut pets =
+        state.store.list(&query.filter, query.after.as_deref(), query.limit + 1).await.map_err(storage_error)?;
+    let next_cursor = if pets.len() > query.limit {
+        pets.truncate(query.limit);
+        pets.last().map(|p| encode_cursor(&p.pet_id))
+    } else {
+        None
+    };
+    let page = PageView { items: pets.iter().map(PetView::from).collect(), next_cursor };
+    let body = serde_json::to_string(&page).map_err(ApiError::internal)?;
+    if let Lookup::Miss(slot) = lookup {
+        state.cache.fill(slot, &body).await;
+    }
+    Ok(json_response(body, "MISS"))
+}
+
+async fn get_pet(
+    State(state): State<AppState>,
+    pet_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let not_found = |id: &str| ApiError::not_found(format!("no pet {id}"));
+    let pet_id = match pet_id {
+        Ok(Path(id)) if !id.is_empty() && id.len() <= MAX_PET_ID => id,
+        Ok(Path(id)) => return Err(not_found(&id)),
+        Err(_) => return Err(ApiError::not_found("no such pet")),
+    };
+    let lookup = state.cache.pet(&pet_id).await;
+    if let Lookup::Hit(json) = lookup {
+        return Ok(json_response(json, "HIT"));
+    }
+    let pet = state.store.get(&pet_id).await.map_err(storage_error)?.ok_or_else(|| not_found(&pet_id))?;
+    let body = serde_json::to_string(&PetView::from(&pet)).map_err(ApiError::internal)?;
+    if let Lookup::Miss(slot) = lookup {
+        state.cache.fill(slot, &body).await;
+    }
+    Ok(json_response(body, "MISS"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<ListQuery, ApiError> {
+        let uri: axum::http::Uri = format!("/pets?{query}").parse().expect("uri");
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri).expect("pairs");
+        ListQuery::parse(pairs)
+    }
+
+    #[test]
+    fn equivalent_queries_share_one_cache_key() {
+        let same = [
+            ("max_price=50", "max_price=50.00&utm_source=x"),
+            ("category=dog&limit=20", "limit=20&category=dog"),
+            ("", "limit=20&cursor="),
+        ];
+        for (a, b) in same {
+            let (ka, kb) = (parse(a).expect(a).cache_key(), parse(b).expect(b).cache_key());
+            assert_eq!(ka, kb, "`{a}` and `{b}`");
+        }
+        assert_ne!(parse("limit=5").expect("5").cache_key(), parse("limit=6").expect("6").cache_key());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = encode_cursor("golden-retriever-001");
+        assert_eq!(parse(&format!("cursor={cursor}")).expect("valid").after.as_deref(), Some("golden-retriever-001"));
+        for bad in ["cursor=!!!", "cursor=%FF", "cursor=wA"] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("cursor"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn prices_render_with_two_decimals() {
+        let mut pet = crate::seed::catalog().expect("seed").remove(0);
+        for (price, shown) in
+            [(Decimal::new(25, 0), "25.00"), (Decimal::new(12, 1), "1.20"), (Decimal::new(120000, 2), "1200.00")]
+        {
+            pet.price = price;
+            assert_eq!(PetView::from(&pet).price, shown, "{price}");
+        }
+    }
+}

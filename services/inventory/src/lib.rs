@@ -1,0 +1,94 @@
+//! Inventory service: the pet catalog and the stock state of each pet (available, reserved
+//! by a running saga, sold). It handles the saga's commands (`ReservePet`, `ReleasePet`,
+//! `MarkPetSold`, `RestorePet`) with replies on `inventory-events`, answers `GetPetStatus`
+//! queries, and serves the catalog over HTTP through a cache (Redis or memory) that inventory
+//! events invalidate.
+
+mod cache;
+mod consumers;
+mod domain;
+mod http;
+mod seed;
+mod store;
+
+use std::sync::Arc;
+
+use axum::Router;
+use contracts::channels;
+use kit::{Service, ServiceContext, StartError};
+use messaging::Bus;
+use persistence::Storage;
+
+pub use cache::{CacheError, CacheReadiness, CatalogCache, Keyspace, Lookup, MemoryCache, Slot};
+pub use domain::{InventoryCommand, Pet, PetFilter, availability_name, parse_availability};
+pub use http::{AppState, DEFAULT_LIMIT, MAX_LIMIT, X_CACHE};
+pub use seed::{SeedError, catalog as seed_catalog};
+pub use store::{CatalogState, InventoryStore};
+
+/// The service's name: its schema, command consumer group and CloudEvents source.
+pub const SERVICE: &str = "inventory";
+
+/// The consumer group that invalidates the catalog cache from `inventory-events`.
+pub const CACHE_GROUP: &str = "inventory-cache";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/inventory");
+
+/// Opens storage (seeding an empty catalog), connects the cache, starts the outbox relay, the
+/// command consumer, the cache-invalidation consumer and the pet-status responder.
+pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
+    let seed = seed::catalog().map_err(StartError::at(SERVICE, "loading the seed catalog"))?;
+    let initial = seed.clone();
+    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, move || CatalogState::new(initial))
+        .await
+        .map_err(StartError::at(SERVICE, "opening storage"))?;
+    let store = InventoryStore::new(storage.clone());
+    let seeded = store.seed_if_empty(&seed).await.map_err(StartError::at(SERVICE, "seeding the catalog"))?;
+    if seeded > 0 {
+        tracing::info!(pets = seeded, "seeded the empty catalog");
+    }
+    let cache =
+        CatalogCache::connect(&ctx.settings.cache).await.map_err(StartError::at(SERVICE, "configuring the cache"))?;
+    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
+        .await
+        .map_err(StartError::at(SERVICE, "joining the bus"))?;
+    storage.start_relay(&bus, SERVICE, ctx);
+
+    let commands =
+        Arc::new(consumers::Commands { store: store.clone(), cache: cache.clone(), source: bus.source().to_owned() });
+    bus.subscribe(channels::INVENTORY_COMMANDS, SERVICE, move |msg| {
+        let commands = commands.clone();
+        async move { commands.handle(msg).await }
+    })
+    .await
+    .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
+
+    let invalidating = cache.clone();
+    bus.subscribe(channels::INVENTORY_EVENTS, CACHE_GROUP, move |msg| {
+        let cache = invalidating.clone();
+        async move { consumers::invalidate_on_event(&cache, msg).await }
+    })
+    .await
+    .map_err(StartError::at(SERVICE, "subscribing to inventory events"))?;
+
+    let (querying, source) = (store.clone(), bus.source().to_owned());
+    bus.serve(channels::INVENTORY_QUERIES, SERVICE, move |req| {
+        let (store, source) = (querying.clone(), source.clone());
+        async move { consumers::pet_status(&store, &source, req).await }
+    })
+    .await
+    .map_err(StartError::at(SERVICE, "serving pet-status queries"))?;
+
+    let closing = bus.clone();
+    let shutdown = ctx.shutdown.clone();
+    ctx.tasks.spawn(async move {
+        shutdown.cancelled().await;
+        closing.close().await;
+    });
+    let readiness = vec![storage.readiness(), Arc::new(ctx.backends.clone()), cache.readiness()];
+    Ok(Service { name: SERVICE, router: router(AppState { store, cache }), readiness })
+}
+
+/// The service's HTTP API: the public catalog (`GET /pets`, `GET /pets/{pet_id}`).
+pub fn router(state: AppState) -> Router {
+    http::router(state)
+}

@@ -1,0 +1,13 @@
+//! The inventory service as its own process.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = kit::Settings::load()?;
+    kit::telemetry::init_logging(&settings.log, inventory::SERVICE);
+    let addr = (settings.http.host.clone(), settings.services.inventory.port);
+    let ctx = kit::ServiceContext::connect(settings).await?;
+    let service = inventory::start(&ctx).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    ctx.run(listener, vec![service]).await?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Where the catalog lives: the `inventory` schema, or memory. Each command runs in one
+//! transaction with its inbox entry and its reply; the pet's row is locked while deciding.
+
+use std::{collections::BTreeMap, ops::Bound};
+
+use messaging::{BusError, Envelope, MessageContext};
+use persistence::{Storage, StoreError, pg};
+use sqlx::{PgConnection, Row};
+
+use crate::{
+    SERVICE,
+    domain::{self, InventoryCommand, Pet, PetFilter},
+};
+
+/// The catalog by pet id (in id order, for keyset paging), for the in-memory store.
+#[derive(Debug, Default)]
+pub struct CatalogState {
+    pets: BTreeMap<String, Pet>,
+}
+
+impl CatalogState {
+    /// A catalog holding `pets`.
+    pub fn new(pets: impl IntoIterator<Item = Pet>) -> Self {
+        Self { pets: pets.into_iter().map(|p| (p.pet_id.clone(), p)).collect() }
+    }
+}
+
+/// The inventory store.
+#[derive(Clone)]
+pub struct InventoryStore(Storage<CatalogState>);
+
+fn codec(e: BusError) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+impl InventoryStore {
+    /// Wraps the configured storage.
+    pub fn new(storage: Storage<CatalogState>) -> Self {
+        Self(storage)
+    }
+
+    /// Inserts `pets` when the catalog is empty (PostgreSQL; the memory store starts from its
+    /// seed), in one transaction; pets that exist already are left alone. Returns how many
+    /// were inserted.
+    pub async fn seed_if_empty(&self, pets: &[Pet]) -> Result<u64, StoreError> {
+        let Storage::Postgres { pool, .. } = &self.0 else { return Ok(0) };
+        let mut tx = pool.begin().await?;
+        let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM pets)").fetch_one(&mut *tx).await?;
+        if !empty {
+            return Ok(0);
+        }
+        let mut inserted = 0;
+        for p in pets {
+            inserted += sqlx::query(
+                "INSERT INTO pets (pet_id, name, category, breed, age_months, price, currency, description, status, \
+                 held_by_saga, status_changed_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (pet_id) DO NOTHING",
+            )
+            .bind(&p.pet_id)
+            .bind(&p.name)
+            .bind(&p.category)
+            .bind(&p.breed)
+            .bind(p.age_months)
+            .bind(p.price)
+            .bind(&p.currency)
+            .bind(&p.description)
+            .bind(domain::availability_name(p.status))
+            .bind(p.held_by_saga)
+            .bind(p.status_changed_at)
+            .bind(p.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Handles an inventory command once (a redelivered message is skipped) and queues its
+    /// reply. Returns the id of the pet whose availability changed, if one did, so that the
+    /// caller can invalidate what caches it.
+    pub async fn handle(
+        &self,
+        message: &Envelope,
+        cmd: &InventoryCommand,
+        source: &str,
+        ctx: &MessageContext,
+    ) -> Result<Option<String>, StoreError> {
+        let pet_id = cmd.pet_id();
+        let handled = match &self.0 {
+            Storage::Memory(memory) => memory.handle_once(SERVICE, message, |state| {
+                let (saved, reply) =
+                    domain::decide(state.pets.get(pet_id).cloned(), cmd, source, ctx).map_err(codec)?;
+                let changed = saved.map(|p| {
+                    let id = p.pet_id.clone();
+                    state.pets.insert(id.clone(), p);
+                    id
+                });
+                Ok::<_, StoreError>((changed, vec![reply]))
+            })?,
+            Storage::Postgres { pool, .. } => {
+                pg::handle_once(pool, SERVICE, message, async |conn| {
+                    let (saved, reply) =
+                        domain::decide(load_for_update(conn, pet_id).await?, cmd, source, ctx).map_err(codec)?;
+                    let changed = match saved {
+                        Some(p) => {
+                            save_status(conn, &p).await?;
+                            Some(p.pet_id)
+                        }
+                        None => None,
+                    };
+                    Ok((changed, vec![reply]))
+                })
+                .await?
+            }
+        };
+        Ok(handled.flatten())
+    }
+
+    /// One pet, if it exists.
+    pub async fn get(&self, pet_id: &str) -> Result<Option<Pet>, StoreError> {
+        match &self.0 {
+            Storage::Memory(memory) => Ok(memory.read(|s| s.pets.get(pet_id).cloned())),
+            Storage::Postgres { pool, .. } => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1")))
+                    .bind(pet_id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(decode).transpose()
+            }
+        }
+    }
+
+    /// Up to `limit` pets passing `filter` whose id sorts after `after_pet_id`, in id order
+    /// (keyset pagination: stable while pets change, no matter how deep the page).
+    pub async fn list(
+        &self,
+        filter: &PetFilter,
+        after_pet_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Pet>, StoreError> {
+        match &self.0 {
+            Storage::Memory(memory) => Ok(memory.read(|s| {
+                let from = after_pet_id.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
+                s.pets
+                    .range((from, Bound::Unbounded))
+                    .map(|(_, p)| p)
+                    .filter(|p| filter.matches(p))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })),
+            Storage::Postgres { pool, .. } => {
+                let sql = format!(
+                    "{SELECT} WHERE ($1::text IS NULL OR category = $1) AND ($2::numeric IS NULL OR price <= $2) \
+                     AND ($3::boolean IS NULL OR (status = 'available') = $3) AND ($4::text IS NULL OR pet_id > $4) \
+                     ORDER BY pet_id LIMIT $5"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(filter.category.as_deref())
+                    .bind(filter.max_price)
+                    .bind(filter.available)
+                    .bind(after_pet_id)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode).collect()
+            }
+        }
+    }
+}
+
+const SELECT: &str = "SELECT pet_id, name, category, breed, age_months, price, currency, description, status, \
+                      held_by_saga, status_changed_at, created_at FROM pets";
+
+async fn load_for_update(conn: &mut PgConnection, pet_id: &str) -> Result<Option<Pet>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1 FOR UPDATE")))
+        .bind(pet_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+async fn save_status(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
+    sqlx::query("UPDATE pets SET status = $2, held_by_saga = $3, status_changed_at = $4 WHERE pet_id = $1")
+        .bind(&p.pet_id)
+        .bind(domain::availability_name(p.status))
+        .bind(p.held_by_saga)
+        .bind(p.status_changed_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn decode(row: &sqlx::postgres::PgRow) -> Result<Pet, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Pet {
+        pet_id: row.try_get("pet_id")?,
+        name: row.try_get("name")?,
+        category: row.try_get("category")?,
+        breed: row.try_get("breed")?,
+        age_months: row.try_get("age_months")?,
+        price: row.try_get("price")?,
+        currency: row.try_get("currency")?,
+        description: row.try_get("description")?,
+        status: domain::parse_availability(&status)
+            .ok_or_else(|| StoreError::Codec(format!("unknown pet status {status}")))?,
+        held_by_saga: row.try_get("held_by_saga")?,
+        status_changed_at: row.try_get("status_changed_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
