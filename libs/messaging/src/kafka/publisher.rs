@@ -93,7 +93,18 @@ mod tests {
         env.extensions.insert("custom".into(), "x".into());
         let headers = headers(&env);
         let names: Vec<&str> = headers.iter().map(|h| h.key).collect();
-        for expected in ["ce_id", "ce_source", "ce_specversion", "ce_type", "ce_time", "ce_subject", "ce_partitionkey", "ce_correlationid", "ce_custom", "content-type"] {
+        for expected in [
+            "ce_id",
+            "ce_source",
+            "ce_specversion",
+            "ce_type",
+            "ce_time",
+            "ce_subject",
+            "ce_partitionkey",
+            "ce_correlationid",
+            "ce_custom",
+            "content-type",
+        ] {
             assert!(names.contains(&expected), "{expected} missing from {names:?}");
         }
         let content_type = headers.iter().find(|h| h.key == CONTENT_TYPE).and_then(|h| h.value);

@@ -1,0 +1,211 @@
+//! Kafka backend (any Kafka-protocol broker) through rdkafka.
+//!
+//! Envelopes travel in the CloudEvents Kafka binding's binary content mode: attributes as
+//! `ce_*` headers, `datacontenttype` as `content-type`, the partition key as the record key
+//! (so one key stays on one partition, in order) and the data as the value.
+//!
+//! One idempotent producer (`acks=all`) per backend. A group subscription is a consumer in
+//! that consumer group with offsets stored on acknowledgement only and committed by
+//! auto-commit and on close: at-least-once. A private subscription (reply channels) assigns
+//! itself every partition and commits nothing.
+
+mod config;
+mod publisher;
+mod subscriber;
+
+use std::{
+    collections::HashSet,
+    sync::{Mutex, MutexGuard},
+    time::Instant,
+};
+
+use async_trait::async_trait;
+use rdkafka::{
+    ClientConfig, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{Consumer as _, StreamConsumer},
+    error::KafkaError,
+    producer::{FutureProducer, Producer as _},
+    types::RDKafkaErrorCode,
+};
+
+pub use self::config::KafkaConfig;
+use crate::{Backend, BusError, Capabilities, Consumer, Envelope, Pattern, StartFrom, SubscribeOptions};
+
+const NAME: &str = "kafka";
+
+/// The Kafka backend: one producer and one admin client, plus a consumer per subscription.
+pub struct KafkaBackend {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics this backend created or found existing.
+    declared: Mutex<HashSet<String>>,
+}
+
+fn client_error(what: &str, error: &KafkaError) -> BusError {
+    BusError::transient(NAME, format!("{what}: {error}"))
+}
+
+impl KafkaBackend {
+    /// Creates the clients and checks that the cluster answers within the operation timeout.
+    pub async fn connect(config: &KafkaConfig) -> Result<Self, BusError> {
+        let mut producer = config.client_config();
+        producer.set("enable.idempotence", "true").set("acks", "all");
+        let producer: FutureProducer = producer.create().map_err(|e| Self::config_error("producer", &e))?;
+        let admin: AdminClient<DefaultClientContext> =
+            config.client_config().create().map_err(|e| Self::config_error("admin client", &e))?;
+        let backend = Self { config: config.clone(), producer, admin, declared: Mutex::new(HashSet::new()) };
+        backend.health().await?;
+        Ok(backend)
+    }
+
+    fn config_error(client: &str, error: &KafkaError) -> BusError {
+        BusError::Config(format!("messaging.kafka: cannot create the {client}: {error}"))
+    }
+
+    fn declared(&self) -> MutexGuard<'_, HashSet<String>> {
+        // Nothing panics while holding this lock; recover the set if anything ever did.
+        self.declared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The partition count of `topic`, waiting (up to the operation timeout) for a topic
+    /// created a moment ago to show in the metadata.
+    async fn partition_count(&self, topic: &str) -> Result<i32, BusError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        let timeout = self.config.operation_timeout();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let problem = match producer.client().fetch_metadata(Some(&topic), remaining) {
+                    Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
+                        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                            return i32::try_from(t.partitions().len())
+                                .map_err(|e| BusError::permanent(NAME, format!("partitions of `{topic}`: {e}")));
+                        }
+                        Some(t) => format!("topic error {:?}", t.error()),
+                        None => "topic not in the metadata".to_owned(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                if Instant::now() >= deadline {
+                    return Err(BusError::transient(NAME, format!("metadata of `{topic}`: {problem}")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+        .await
+        .map_err(|e| BusError::transient(NAME, format!("metadata task: {e}")))?
+    }
+
+    fn consumer_config(&self, start: StartFrom) -> ClientConfig {
+        let mut config = self.config.client_config();
+        let reset = match start {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        };
+        config.set("auto.offset.reset", reset).set("enable.auto.offset.store", "false");
+        config
+    }
+}
+
+#[async_trait]
+impl Backend for KafkaBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            patterns: &[Pattern::PubSub, Pattern::PointToPoint, Pattern::RequestResponse, Pattern::Streaming],
+            ordering_per_key: true,
+            durable: true,
+            replay: true,
+        }
+    }
+
+    async fn declare(&self, channel: &str, partitions: u32) -> Result<(), BusError> {
+        if self.declared().contains(channel) {
+            return Ok(());
+        }
+        let partitions = i32::try_from(partitions)
+            .map_err(|_| BusError::Config(format!("topic `{channel}`: {partitions} partitions is too many")))?;
+        let topic = NewTopic::new(channel, partitions, TopicReplication::Fixed(self.config.replication_factor));
+        let timeout = self.config.operation_timeout();
+        let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+        let results = self
+            .admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| client_error(&format!("create topic `{channel}`"), &e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    let message = format!("create topic `{name}`: {code}");
+                    return Err(match code {
+                        RDKafkaErrorCode::InvalidTopic
+                        | RDKafkaErrorCode::InvalidPartitions
+                        | RDKafkaErrorCode::InvalidReplicationFactor
+                        | RDKafkaErrorCode::PolicyViolation
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed => BusError::permanent(NAME, message),
+                        _ => BusError::transient(NAME, message),
+                    });
+                }
+            }
+        }
+        self.declared().insert(channel.to_owned());
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        publisher::publish(&self.producer, channel, envelope, self.config.operation_timeout()).await
+    }
+
+    async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError> {
+        let mut config = self.consumer_config(options.start);
+        let consumer = match &options.group {
+            Some(group) => {
+                config.set("group.id", group).set("enable.auto.commit", "true");
+                let consumer: StreamConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
+                consumer.subscribe(&[channel]).map_err(|e| client_error(&format!("subscribe to `{channel}`"), &e))?;
+                consumer
+            }
+            None => {
+                let partitions = self.partition_count(channel).await?;
+                // No group coordination: the id only has to be unique, nothing is committed.
+                let group = format!("private.{}", uuid::Uuid::now_v7().simple());
+                config.set("group.id", group).set("enable.auto.commit", "false");
+                let consumer: StreamConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
+                let offset = match options.start {
+                    StartFrom::Earliest => Offset::Beginning,
+                    StartFrom::Latest => Offset::End,
+                };
+                let mut assignment = TopicPartitionList::new();
+                for partition in 0..partitions {
+                    assignment
+                        .add_partition_offset(channel, partition, offset)
+                        .map_err(|e| client_error(&format!("assign `{channel}`"), &e))?;
+                }
+                consumer.assign(&assignment).map_err(|e| client_error(&format!("assign `{channel}`"), &e))?;
+                consumer
+            }
+        };
+        Ok(Box::new(subscriber::KafkaConsumer::new(consumer, channel, options.group.is_some())))
+    }
+
+    async fn health(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        let timeout = self.config.operation_timeout();
+        let brokers = self.config.brokers.clone();
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+            .await
+            .map_err(|e| BusError::transient(NAME, format!("health task: {e}")))?
+            .map(|_| ())
+            .map_err(|e| client_error(&format!("metadata from {brokers}"), &e))
+    }
+}

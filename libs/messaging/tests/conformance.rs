@@ -1,0 +1,591 @@
+//! The bus conformance suite: every scenario is written once and runs against every backend
+//! compiled in — `memory::<scenario>` with the `memory` feature (a default), `kafka::<scenario>`
+//! with the `kafka` feature (broker from `KAFKA_BROKERS`, default `127.0.0.1:9092`).
+//!
+//! Each test gets its own random topic prefix, so tests never share a topic or a consumer
+//! group, and waits for user-visible outcomes with a deadline instead of sleeping.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use contracts::inventory::{GetPetStatus, PetStatus};
+use messaging::{
+    Backend, BackendKind, Backends, Bus, BusError, Capabilities, ChannelConfig, Consumer, DLQ_ATTEMPTS, DLQ_ERROR,
+    DLQ_ORIGIN, Envelope, HandlerError, MessageContext, MessagingConfig, Pattern, StartFrom, StreamOptions,
+    SubscribeOptions,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------
+
+/// Connected backends and a configuration with a fresh topic prefix.
+struct Fixture {
+    backends: Backends,
+    config: MessagingConfig,
+    kind: BackendKind,
+    /// How long an outcome may take to show (a Kafka group join takes seconds).
+    patience: Duration,
+    shutdown: CancellationToken,
+    buses: Mutex<Vec<Bus>>,
+}
+
+fn base_config(kind: BackendKind) -> serde_json::Value {
+    serde_json::json!({
+        "default_backend": kind.as_str(),
+        "topic_prefix": format!("t{}.", Uuid::now_v7().simple()),
+        "retry": { "max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 50 },
+        "channels": {
+            "events": { "pattern": "pub_sub", "partitions": 3 },
+            "commands": { "pattern": "point_to_point", "partitions": 3 },
+            "queries": { "pattern": "request_response", "partitions": 1 },
+            "unserved": { "pattern": "request_response", "partitions": 1 },
+            "stream": { "pattern": "streaming", "partitions": 3 },
+        },
+    })
+}
+
+impl Fixture {
+    async fn new(kind: BackendKind, config: serde_json::Value, patience: Duration) -> Self {
+        let config: MessagingConfig = serde_json::from_value(config).expect("test configuration");
+        let backends = Backends::connect(&config).await.expect("connect the backends");
+        Self { backends, config, kind, patience, shutdown: CancellationToken::new(), buses: Mutex::new(Vec::new()) }
+    }
+
+    /// A bus for `service`, closed by [`Fixture::finish`].
+    async fn bus(&self, service: &str) -> Bus {
+        let bus = Bus::new(&self.backends, &self.config, service, self.shutdown.clone()).await.expect("build the bus");
+        self.buses.lock().expect("buses").push(bus.clone());
+        bus
+    }
+
+    fn backend(&self) -> Arc<dyn Backend> {
+        self.backends.get(self.kind).expect("the fixture's backend is connected")
+    }
+
+    /// The physical name of a logical channel.
+    fn physical(&self, channel: &str) -> String {
+        format!("{}{channel}", self.config.topic_prefix)
+    }
+
+    /// A private consumer of the dead-letter channel of `channel`, from its beginning.
+    async fn dead_letters(&self, channel: &str) -> Box<dyn Consumer> {
+        let dlq = format!("{}.dlq", self.physical(channel));
+        let backend = self.backend();
+        backend.declare(&dlq, 1).await.expect("declare the dead-letter channel");
+        backend.subscribe(&dlq, SubscribeOptions { group: None, start: StartFrom::Earliest }).await.expect("subscribe")
+    }
+
+    /// Stops every consumer of every bus of the test (leaving consumer groups cleanly).
+    async fn finish(self) {
+        let buses = std::mem::take(&mut *self.buses.lock().expect("buses"));
+        for bus in buses {
+            bus.close().await;
+        }
+    }
+}
+
+#[cfg(feature = "memory")]
+async fn memory() -> Fixture {
+    Fixture::new(BackendKind::Memory, base_config(BackendKind::Memory), Duration::from_secs(5)).await
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka() -> Fixture {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let mut config = base_config(BackendKind::Kafka);
+    config["kafka"] = serde_json::json!({
+        "brokers": brokers,
+        "client": {
+            "fetch.wait.max.ms": "10",
+            "session.timeout.ms": "6000",
+            "heartbeat.interval.ms": "1000",
+        },
+    });
+    Fixture::new(BackendKind::Kafka, config, Duration::from_secs(30)).await
+}
+
+/// Instantiates every scenario for every backend compiled in.
+macro_rules! conformance {
+    ($($scenario:ident),+ $(,)?) => {
+        #[cfg(feature = "memory")]
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::memory().await).await;
+                }
+            )+
+        }
+
+        #[cfg(feature = "kafka")]
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::kafka().await).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    pub_sub_delivers_to_every_group,
+    point_to_point_hands_each_message_to_one_consumer,
+    request_gets_the_typed_reply_or_times_out,
+    messages_of_one_key_are_handled_in_publication_order,
+    a_failing_message_is_retried_until_it_succeeds,
+    a_message_that_keeps_failing_is_dead_lettered,
+    nothing_is_lost_across_a_consumer_restart,
+    a_stream_is_processed_in_ordered_batches,
+    a_call_that_does_not_fit_the_channel_pattern_is_a_config_error,
+    a_pattern_the_backend_lacks_fails_bus_new,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A test message labelled `<key>-<n>` with partition key `key`.
+fn message(key: &str, n: usize) -> Envelope {
+    let mut env = Envelope::from_message(
+        "/petstore/conformance",
+        &GetPetStatus { pet_id: format!("{key}-{n}") },
+        &MessageContext::default(),
+    )
+    .expect("encode");
+    env.partition_key = Some(key.to_owned());
+    env
+}
+
+fn label(env: &Envelope) -> String {
+    env.decode::<GetPetStatus>().expect("a test message").pet_id
+}
+
+/// Envelopes a handler saw, in the order it saw them.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Envelope>>>);
+
+impl Seen {
+    fn push(&self, env: Envelope) {
+        self.0.lock().expect("seen").push(env);
+    }
+
+    fn all(&self) -> Vec<Envelope> {
+        self.0.lock().expect("seen").clone()
+    }
+
+    fn ids(&self) -> HashSet<Uuid> {
+        self.all().iter().map(|e| e.id).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("seen").len()
+    }
+
+    /// A handler that records every message and succeeds.
+    fn handler(&self) -> impl Fn(Envelope) -> futures::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static {
+        let seen = self.clone();
+        move |env| {
+            seen.push(env);
+            futures::future::ready(Ok(()))
+        }
+    }
+}
+
+/// Polls `check` until it passes; fails the test with its last complaint after `patience`.
+async fn eventually(patience: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= deadline => panic!("not within {patience:?}: {why}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+fn missing(expected: &HashSet<Uuid>, seen: &HashSet<Uuid>) -> Result<(), String> {
+    let missing = expected.difference(seen).count();
+    if missing == 0 { Ok(()) } else { Err(format!("{missing} of {} messages not seen", expected.len())) }
+}
+
+async fn publish_all(bus: &Bus, channel: &str, messages: &[Envelope]) -> HashSet<Uuid> {
+    for m in messages {
+        bus.publish(channel, m).await.expect("publish");
+    }
+    messages.iter().map(|m| m.id).collect()
+}
+
+/// Per key, the message numbers in the order they were handled.
+fn order_per_key(handled: &[Envelope]) -> BTreeMap<String, Vec<usize>> {
+    let mut per_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for env in handled {
+        let label = label(env);
+        let (key, n) = label.rsplit_once('-').expect("label is <key>-<n>");
+        per_key.entry(key.to_owned()).or_default().push(n.parse().expect("number"));
+    }
+    per_key
+}
+
+/// Receives (and acknowledges) from `consumer` until every message of `wanted` is there.
+async fn receive_ids(consumer: &mut Box<dyn Consumer>, patience: Duration, wanted: &[Uuid]) -> HashMap<Uuid, Envelope> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut got = HashMap::new();
+    while !wanted.iter().all(|id| got.contains_key(id)) {
+        let batch = tokio::time::timeout_at(deadline, consumer.receive(16, Duration::ZERO))
+            .await
+            .unwrap_or_else(|_| panic!("not all of {wanted:?} within {patience:?}; got {:?}", got.keys()))
+            .expect("receive");
+        for d in batch {
+            consumer.ack(&d).await.expect("ack");
+            got.insert(d.envelope.id, d.envelope);
+        }
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+async fn pub_sub_delivers_to_every_group(f: Fixture) {
+    let bus = f.bus("publisher").await;
+    let (a, b) = (Seen::default(), Seen::default());
+    bus.subscribe("events", "group-a", a.handler()).await.expect("subscribe a");
+    bus.subscribe("events", "group-b", b.handler()).await.expect("subscribe b");
+
+    let sent: Vec<Envelope> = (0..10).map(|n| message(&format!("k{}", n % 3), n)).collect();
+    let sent = publish_all(&bus, "events", &sent).await;
+
+    eventually(f.patience, || {
+        missing(&sent, &a.ids()).map_err(|e| format!("group a: {e}"))?;
+        missing(&sent, &b.ids()).map_err(|e| format!("group b: {e}"))
+    })
+    .await;
+    assert_eq!(a.ids(), sent, "group a got only the published messages");
+    assert_eq!(b.ids(), sent, "group b got only the published messages");
+    f.finish().await;
+}
+
+async fn point_to_point_hands_each_message_to_one_consumer(f: Fixture) {
+    // Two instances of one service: one consumer each, in one group. Warm-up commands take a
+    // while to handle, so that a consumer busy with one leaves the next to the other.
+    let (first, second) = (f.bus("worker").await, f.bus("worker").await);
+    let (a, b) = (Seen::default(), Seen::default());
+    let worker = |seen: &Seen| {
+        let seen = seen.clone();
+        move |env: Envelope| {
+            let seen = seen.clone();
+            async move {
+                let warm_up = label(&env).starts_with("warmup");
+                seen.push(env);
+                if warm_up {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    first.subscribe("commands", "workers", worker(&a)).await.expect("subscribe a");
+    second.subscribe("commands", "workers", worker(&b)).await.expect("subscribe b");
+
+    // Wait until both consumers take part (on Kafka: until the group has settled with both
+    // members) by sending warm-up commands, each once the one before is being handled,
+    // until each consumer has started one.
+    let deadline = Instant::now() + f.patience;
+    for n in 0.. {
+        if a.len() > 0 && b.len() > 0 {
+            break;
+        }
+        let warm_up = message(&format!("warmup{n}"), n);
+        first.send("commands", &warm_up).await.expect("send a warm-up");
+        let started = || a.ids().contains(&warm_up.id) || b.ids().contains(&warm_up.id);
+        while !started() {
+            assert!(
+                Instant::now() < deadline,
+                "both consumers active within {:?}: a={}, b={}",
+                f.patience,
+                a.len(),
+                b.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let commands: Vec<Envelope> = (0..20).map(|n| message(&format!("order{n}"), n)).collect();
+    for c in &commands {
+        first.send("commands", c).await.expect("send");
+    }
+    let sent: HashSet<Uuid> = commands.iter().map(|c| c.id).collect();
+    let both = || a.all().into_iter().chain(b.all()).filter(|e| sent.contains(&e.id)).collect::<Vec<_>>();
+    eventually(f.patience, || missing(&sent, &both().iter().map(|e| e.id).collect())).await;
+
+    let handled = both();
+    let mut counts: HashMap<Uuid, usize> = HashMap::new();
+    for e in &handled {
+        *counts.entry(e.id).or_default() += 1;
+    }
+    let repeated: Vec<String> = handled.iter().filter(|e| counts[&e.id] > 1).map(label).collect();
+    assert!(repeated.is_empty(), "handled more than once: {repeated:?}");
+    assert_eq!(handled.len(), 20);
+    f.finish().await;
+}
+
+async fn request_gets_the_typed_reply_or_times_out(f: Fixture) {
+    let server = f.bus("inventory").await;
+    let client = f.bus("order").await;
+    server
+        .serve("queries", "inventory", |request: Envelope| async move {
+            let query: GetPetStatus = request.decode().map_err(HandlerError::fatal)?;
+            let reply = PetStatus { pet_id: query.pet_id, pet: None };
+            Envelope::from_message("/petstore/inventory", &reply, &MessageContext::caused_by(&request))
+                .map_err(HandlerError::fatal)
+        })
+        .await
+        .expect("serve");
+
+    // Concurrent requests each get their own reply.
+    let requests: Vec<Envelope> = (0..3).map(|n| message("cat", n)).collect();
+    let replies =
+        futures::future::join_all(requests.iter().map(|r| client.request("queries", r.clone(), f.patience))).await;
+    for (request, reply) in requests.iter().zip(replies) {
+        let reply = reply.expect("a reply");
+        assert_eq!(reply.causation_id, Some(request.id.to_string()));
+        let status: PetStatus = reply.decode().expect("a PetStatus");
+        assert_eq!(status.pet_id, label(request));
+        assert_eq!(status.pet, None);
+    }
+
+    // Nobody serves `unserved`: the caller gets a timeout, in time.
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = client.request("unserved", message("dog", 1), timeout).await.expect_err("no reply");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&err, BusError::Timeout { channel, timeout: t } if channel == "unserved" && *t == timeout),
+        "{err}"
+    );
+    assert!(elapsed >= timeout && elapsed < timeout + Duration::from_secs(2), "timed out after {elapsed:?}");
+    f.finish().await;
+}
+
+async fn messages_of_one_key_are_handled_in_publication_order(f: Fixture) {
+    let bus = f.bus("ordering").await;
+    let seen = Seen::default();
+    bus.subscribe("stream", "ordered", seen.handler()).await.expect("subscribe");
+
+    let messages: Vec<Envelope> = (0..10).flat_map(|n| (0..5).map(move |k| message(&format!("key{k}"), n))).collect();
+    let sent = publish_all(&bus, "stream", &messages).await;
+    eventually(f.patience, || missing(&sent, &seen.ids())).await;
+
+    let per_key = order_per_key(&seen.all());
+    assert_eq!(per_key.len(), 5);
+    for (key, order) in per_key {
+        assert_eq!(order, (0..10).collect::<Vec<_>>(), "order of {key}");
+    }
+    f.finish().await;
+}
+
+async fn a_failing_message_is_retried_until_it_succeeds(f: Fixture) {
+    let bus = f.bus("flaky").await;
+    let attempts: Arc<Mutex<HashMap<Uuid, u32>>> = Arc::default();
+    let done = Seen::default();
+    let handler = {
+        let (attempts, done) = (attempts.clone(), done.clone());
+        move |env: Envelope| {
+            let attempt = {
+                let mut attempts = attempts.lock().expect("attempts");
+                let n = attempts.entry(env.id).or_default();
+                *n += 1;
+                *n
+            };
+            let result = if label(&env).starts_with("flaky") && attempt <= 2 {
+                Err(HandlerError::retriable(format!("attempt {attempt} failed")))
+            } else {
+                done.push(env);
+                Ok(())
+            };
+            futures::future::ready(result)
+        }
+    };
+    bus.subscribe("events", "retrying", handler).await.expect("subscribe");
+    let messages = [message("flaky", 1), message("flaky", 2), message("steady", 1)];
+    let sent = publish_all(&bus, "events", &messages).await;
+    eventually(f.patience, || missing(&sent, &done.ids())).await;
+
+    let attempts = attempts.lock().expect("attempts").clone();
+    assert_eq!(attempts[&messages[0].id], 3, "failed twice, succeeded on the third attempt");
+    assert_eq!(attempts[&messages[1].id], 3);
+    assert_eq!(attempts[&messages[2].id], 1);
+    // Not dead-lettered: the dead-letter channel stays empty.
+    let mut dlq = f.dead_letters("events").await;
+    let nothing = tokio::time::timeout(Duration::from_secs(1), dlq.receive(1, Duration::ZERO)).await;
+    assert!(nothing.is_err(), "unexpected dead letter: {:?}", nothing.map(|r| r.map(|d| d.len())));
+    dlq.close().await;
+    f.finish().await;
+}
+
+async fn a_message_that_keeps_failing_is_dead_lettered(f: Fixture) {
+    let bus = f.bus("audit").await;
+    let done = Seen::default();
+    let handler = {
+        let done = done.clone();
+        move |env: Envelope| {
+            let result = match label(&env).split('-').next() {
+                Some("poison") => Err(HandlerError::retriable("database unavailable")),
+                Some("garbage") => Err(HandlerError::fatal("cannot parse")),
+                _ => {
+                    done.push(env);
+                    Ok(())
+                }
+            };
+            futures::future::ready(result)
+        }
+    };
+    bus.subscribe("events", "auditor", handler).await.expect("subscribe");
+    // The next message of the same key must still get through.
+    let messages = [message("poison", 1), message("garbage", 1), message("poison", 2)];
+    for m in &messages {
+        bus.publish("events", m).await.expect("publish");
+    }
+    let mut next = message("after", 1);
+    next.partition_key = Some("poison".into());
+    bus.publish("events", &next).await.expect("publish");
+
+    eventually(
+        f.patience,
+        || {
+            if done.ids().contains(&next.id) { Ok(()) } else { Err("next message not handled".into()) }
+        },
+    )
+    .await;
+
+    let mut dlq = f.dead_letters("events").await;
+    let letters = receive_ids(&mut dlq, f.patience, &[messages[0].id, messages[1].id, messages[2].id]).await;
+    let letter = &letters[&messages[0].id];
+    let dlq_attribute = |letter: &Envelope, name: &str| letter.extensions.get(name).cloned();
+    assert_eq!(dlq_attribute(letter, DLQ_ERROR).as_deref(), Some("database unavailable"));
+    assert_eq!(dlq_attribute(letter, DLQ_ATTEMPTS).as_deref(), Some("3"));
+    assert_eq!(dlq_attribute(letter, DLQ_ORIGIN).as_deref(), Some("events/auditor"));
+    assert_eq!(letter.data, messages[0].data, "the dead letter carries the original payload");
+    assert_eq!(dlq_attribute(&letters[&messages[2].id], DLQ_ATTEMPTS).as_deref(), Some("3"));
+    // A fatal error is dead-lettered without retries.
+    let letter = &letters[&messages[1].id];
+    assert_eq!(dlq_attribute(letter, DLQ_ATTEMPTS).as_deref(), Some("1"));
+    assert_eq!(dlq_attribute(letter, DLQ_ERROR).as_deref(), Some("cannot parse"));
+    assert!(!letters.contains_key(&next.id), "the message after the poison was handled, not dead-lettered");
+    dlq.close().await;
+    f.finish().await;
+}
+
+async fn nothing_is_lost_across_a_consumer_restart(f: Fixture) {
+    let bus = f.bus("durable").await;
+    let seen = Seen::default();
+    let before: Vec<Envelope> = (0..5).map(|n| message(&format!("a{n}"), n)).collect();
+    let after: Vec<Envelope> = (5..10).map(|n| message(&format!("a{n}"), n)).collect();
+
+    let subscription = bus.subscribe("commands", "workers", seen.handler()).await.expect("subscribe");
+    let first = publish_all(&bus, "commands", &before).await;
+    eventually(f.patience, || missing(&first, &seen.ids())).await;
+    subscription.stop().await;
+
+    // Published while nobody consumes.
+    let second = publish_all(&bus, "commands", &after).await;
+    bus.subscribe("commands", "workers", seen.handler()).await.expect("subscribe again");
+    let all: HashSet<Uuid> = first.union(&second).copied().collect();
+    eventually(f.patience, || missing(&all, &seen.ids())).await;
+    f.finish().await;
+}
+
+async fn a_stream_is_processed_in_ordered_batches(f: Fixture) {
+    let bus = f.bus("analytics").await;
+    let messages: Vec<Envelope> = (0..10).flat_map(|n| (0..5).map(move |k| message(&format!("pet{k}"), n))).collect();
+    // Published before the group starts, so that batches can fill.
+    let sent = publish_all(&bus, "stream", &messages).await;
+
+    let batches: Arc<Mutex<Vec<Vec<Envelope>>>> = Arc::default();
+    let processor = {
+        let batches = batches.clone();
+        move |batch: Vec<Envelope>| {
+            batches.lock().expect("batches").push(batch);
+            futures::future::ready(Ok::<(), HandlerError>(()))
+        }
+    };
+    let options = StreamOptions { batch_size: 10, max_wait: Duration::from_millis(200), start: StartFrom::Earliest };
+    bus.process_stream("stream", "analytics", options, processor).await.expect("process_stream");
+    let handled = || batches.lock().expect("batches").iter().flatten().cloned().collect::<Vec<_>>();
+    eventually(f.patience, || missing(&sent, &handled().iter().map(|e| e.id).collect())).await;
+
+    let sizes: Vec<usize> = batches.lock().expect("batches").iter().map(Vec::len).collect();
+    assert!(sizes.iter().all(|&n| (1..=10).contains(&n)), "batch sizes {sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 1), "no batch had more than one message: {sizes:?}");
+    for (key, order) in order_per_key(&handled()) {
+        assert_eq!(order, (0..10).collect::<Vec<_>>(), "order of {key}");
+    }
+    f.finish().await;
+}
+
+async fn a_call_that_does_not_fit_the_channel_pattern_is_a_config_error(f: Fixture) {
+    let bus = f.bus("confused").await;
+    let err = bus.send("events", &message("x", 1)).await.expect_err("send on a pub/sub channel");
+    assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.events")), "{err}");
+    let err = bus.request("events", message("x", 2), Duration::from_secs(1)).await.expect_err("request on pub/sub");
+    assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.events")), "{err}");
+    let err = bus
+        .serve("events", "g", |r: Envelope| async move { Ok::<_, HandlerError>(r) })
+        .await
+        .err()
+        .expect("serve on pub/sub");
+    assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.events")), "{err}");
+    let err = bus.publish("nowhere", &message("x", 3)).await.expect_err("undeclared channel");
+    assert!(matches!(&err, BusError::UnknownChannel(c) if c == "nowhere"), "{err}");
+
+    let mut config = f.config.clone();
+    let broken = ChannelConfig { pattern: Pattern::PubSub, backend: None, partitions: 0, start: StartFrom::Earliest };
+    config.channels.insert("broken".into(), broken);
+    let err = Bus::new(&f.backends, &config, "broken", CancellationToken::new()).await.err().expect("0 partitions");
+    assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.broken.partitions")), "{err}");
+    f.finish().await;
+}
+
+/// The fixture's backend with fewer patterns: stands in for a backend that lacks one.
+struct PubSubOnly(Arc<dyn Backend>);
+
+#[async_trait]
+impl Backend for PubSubOnly {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { patterns: &[Pattern::PubSub], ..self.0.capabilities() }
+    }
+    async fn declare(&self, channel: &str, partitions: u32) -> Result<(), BusError> {
+        self.0.declare(channel, partitions).await
+    }
+    async fn publish(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        self.0.publish(channel, envelope).await
+    }
+    async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError> {
+        self.0.subscribe(channel, options).await
+    }
+    async fn health(&self) -> Result<(), BusError> {
+        self.0.health().await
+    }
+}
+
+async fn a_pattern_the_backend_lacks_fails_bus_new(f: Fixture) {
+    let limited = f.backends.clone().with(f.kind, Arc::new(PubSubOnly(f.backend())));
+    let err = Bus::new(&limited, &f.config, "limited", CancellationToken::new()).await.err().expect("must fail");
+    // `commands` is the first channel (alphabetically) that is not pub/sub.
+    assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.commands.pattern")), "{err}");
+    assert!(err.to_string().contains("point_to_point"), "{err}");
+    f.finish().await;
+}
