@@ -107,9 +107,10 @@ async fn two_concurrent_orders_for_one_pet_sell_it_once() {
         cluster.place_order("dave", "persian-cat-002", "credit_card"),
     );
     assert_eq!((a.0, b.0), (202, 202), "{} {}", a.1, b.1);
+    let (id_a, id_b) = (order_id(&a.1).to_string(), order_id(&b.1).to_string());
     let (saga_a, saga_b) = tokio::join!(
-        cluster.wait_for_saga_end(&order_id(&a.1).to_string(), "carol", SAGA_LIMIT),
-        cluster.wait_for_saga_end(&order_id(&b.1).to_string(), "dave", SAGA_LIMIT),
+        cluster.wait_for_saga_end(&id_a, "carol", SAGA_LIMIT),
+        cluster.wait_for_saga_end(&id_b, "dave", SAGA_LIMIT),
     );
     let mut outcomes = [saga_a["status"].as_str().unwrap_or(""), saga_b["status"].as_str().unwrap_or("")];
     outcomes.sort_unstable();

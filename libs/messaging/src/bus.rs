@@ -238,6 +238,10 @@ impl Bus {
     pub async fn request(&self, channel: &str, mut envelope: Envelope, timeout: Duration) -> Result<Envelope, BusError> {
         let route = self.route(channel, &[Pattern::RequestResponse], "request")?.clone();
         envelope.reply_to = Some(self.reply_channel(&route).await?);
+        // Responders skip a request whose requester has stopped waiting (one that sat in a
+        // queue while the responder was down, say).
+        let deadline = chrono::Utc::now() + timeout;
+        envelope.extensions.insert(crate::REQUEST_DEADLINE.to_owned(), deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         let (tx, rx) = oneshot::channel();
         let id = envelope.id;
         self.pending().insert(id, tx);
@@ -425,6 +429,16 @@ impl Bus {
             .reply_to
             .as_deref()
             .ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
+        let expired = request
+            .extensions
+            .get(crate::REQUEST_DEADLINE)
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+            .is_some_and(|d| d < chrono::Utc::now());
+        if expired {
+            debug!(request = %request.id, "request expired before it was answered; skipped");
+            metrics::counter!("petstore_requests_expired_total", "channel" => route.channel.clone()).increment(1);
+            return Ok(());
+        }
         let mut reply = responder.respond(request.clone()).await?;
         reply.causation_id = Some(request.id.to_string());
         reply.correlation_id.clone_from(&request.correlation_id);
@@ -514,7 +528,7 @@ impl Bus {
         error!(message = %message.id, r#type = %message.event_type, attempts, error, "dead-lettering message");
         let mut n = 1;
         loop {
-            let result = match route.backend.declare(&dlq, route.partitions.min(1)).await {
+            let result = match route.backend.declare(&dlq, route.partitions.max(1)).await {
                 Ok(()) => route.backend.publish(&dlq, &letter).await,
                 Err(e) => Err(e),
             };

@@ -38,5 +38,7 @@ pub use handler::{BatchProcessor, Handler, Responder, StreamOptions};
 pub const DLQ_ERROR: &str = "dlqerror";
 /// Extension attribute carrying how many attempts were made before dead-lettering.
 pub const DLQ_ATTEMPTS: &str = "dlqattempts";
+/// Extension attribute with the RFC 3339 time after which nobody waits for a request's reply.
+pub const REQUEST_DEADLINE: &str = "deadline";
 /// Extension attribute naming the channel and group a dead letter came from.
 pub const DLQ_ORIGIN: &str = "dlqorigin";
