@@ -52,19 +52,34 @@ async fn an_order_runs_all_five_steps_and_completes() {
         .await;
     assert_eq!(order["amount"], "1200.00");
     let (_, history) = cluster.get_json("order", &format!("/orders/{id}/events"), customer).await;
-    let kinds: Vec<&str> = history["events"].as_array().expect("events").iter().filter_map(|e| e["event"]["type"].as_str()).collect();
+    let kinds: Vec<&str> =
+        history["events"].as_array().expect("events").iter().filter_map(|e| e["event"]["type"].as_str()).collect();
     assert_eq!(kinds, ["placed", "confirmed"]);
 
     // The listing reflects the sale (the cache was invalidated).
     let (_, pet) = cluster.get_json("inventory", "/pets/golden-retriever-001", customer).await;
     assert_eq!(pet["status"], "sold", "{pet}");
     let (_, dogs) = cluster.get_json("inventory", "/pets?category=dog", customer).await;
-    let listed = dogs["items"].as_array().expect("items").iter().find(|p| p["pet_id"] == "golden-retriever-001").cloned();
+    let listed =
+        dogs["items"].as_array().expect("items").iter().find(|p| p["pet_id"] == "golden-retriever-001").cloned();
     assert_eq!(listed.expect("listed")["status"], "sold");
 
-    assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1 AND status = 'charged'", id).await, 1);
-    assert_eq!(cluster.count("SELECT count(*) FROM delivery.deliveries WHERE order_id = $1 AND status = 'scheduled'", id).await, 1);
-    assert_eq!(cluster.count("SELECT count(*) FROM notification.notifications WHERE order_id = $1 AND kind = 'confirmation'", id).await, 1);
+    assert_eq!(
+        cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1 AND status = 'charged'", id).await,
+        1
+    );
+    assert_eq!(
+        cluster
+            .count("SELECT count(*) FROM delivery.deliveries WHERE order_id = $1 AND status = 'scheduled'", id)
+            .await,
+        1
+    );
+    assert_eq!(
+        cluster
+            .count("SELECT count(*) FROM notification.notifications WHERE order_id = $1 AND kind = 'confirmation'", id)
+            .await,
+        1
+    );
     // Someone else cannot read the order.
     let (status, problem) = cluster.get_json("order", &format!("/orders/{id}"), "mallory").await;
     assert_eq!(status, 404, "{problem}");
@@ -88,9 +103,20 @@ async fn a_declined_card_compensates_releases_the_pet_and_charges_nothing() {
 
     let (_, pet) = cluster.get_json("inventory", "/pets/cockatiel-003", customer).await;
     assert_eq!(pet["status"], "available", "reservation released: {pet}");
-    assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1 AND status <> 'declined'", id).await, 0);
+    assert_eq!(
+        cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1 AND status <> 'declined'", id).await,
+        0
+    );
     assert_eq!(cluster.count("SELECT count(*) FROM delivery.deliveries WHERE order_id = $1", id).await, 0);
-    assert_eq!(cluster.count("SELECT count(*) FROM notification.notifications WHERE order_id = $1 AND kind = 'cancellation_notice'", id).await, 1);
+    assert_eq!(
+        cluster
+            .count(
+                "SELECT count(*) FROM notification.notifications WHERE order_id = $1 AND kind = 'cancellation_notice'",
+                id
+            )
+            .await,
+        1
+    );
     cluster
         .eventually("order cancelled", Duration::from_secs(30), || async {
             let (_, o) = cluster.get_json("order", &format!("/orders/{id}"), customer).await;
@@ -118,12 +144,16 @@ async fn two_concurrent_orders_for_one_pet_sell_it_once() {
     let loser = if saga_a["status"] == "compensated" { &saga_a } else { &saga_b };
     assert_eq!(step(loser, "reserve_pet")["status"], "failed", "the loser fails at the reservation: {loser}");
     assert_eq!(step(loser, "process_payment")["status"], "pending", "and is never charged: {loser}");
-    let sold: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory.pets WHERE pet_id = 'persian-cat-002' AND status = 'sold'")
+    let sold: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM inventory.pets WHERE pet_id = 'persian-cat-002' AND status = 'sold'")
+            .fetch_one(&cluster.db)
+            .await
+            .expect("query");
+    assert_eq!(sold, 1);
+    let charged: i64 = sqlx::query_scalar("SELECT count(*) FROM payment.payments WHERE status = 'charged'")
         .fetch_one(&cluster.db)
         .await
         .expect("query");
-    assert_eq!(sold, 1);
-    let charged: i64 = sqlx::query_scalar("SELECT count(*) FROM payment.payments WHERE status = 'charged'").fetch_one(&cluster.db).await.expect("query");
     assert_eq!(charged, 1, "exactly one customer paid");
 }
 
@@ -131,7 +161,8 @@ async fn two_concurrent_orders_for_one_pet_sell_it_once() {
 async fn bad_orders_get_problem_details_and_write_nothing() {
     let cluster = Cluster::start().await;
     let url = cluster.url("order", "/orders");
-    let address = serde_json::json!({ "street": "1 Main St", "city": "Springfield", "postal_code": "1", "country": "US" });
+    let address =
+        serde_json::json!({ "street": "1 Main St", "city": "Springfield", "postal_code": "1", "country": "US" });
     struct Case {
         name: &'static str,
         body: String,
@@ -141,12 +172,54 @@ async fn bad_orders_get_problem_details_and_write_nothing() {
     }
     let json = |v: Value| v.to_string();
     let cases = [
-        Case { name: "unknown pet", body: json(serde_json::json!({"pet_id": "unicorn-999", "shipping_address": address, "payment_method": "credit_card"})), content_type: "application/json", status: 422, detail: "unicorn-999" },
-        Case { name: "malformed JSON", body: "{\"pet_id\": ".into(), content_type: "application/json", status: 400, detail: "malformed JSON" },
-        Case { name: "missing field", body: json(serde_json::json!({"pet_id": "goldfish-004", "payment_method": "credit_card"})), content_type: "application/json", status: 422, detail: "shipping_address" },
-        Case { name: "unknown payment method", body: json(serde_json::json!({"pet_id": "goldfish-004", "shipping_address": address, "payment_method": "iou"})), content_type: "application/json", status: 422, detail: "payment_method" },
-        Case { name: "blank address field", body: json(serde_json::json!({"pet_id": "goldfish-004", "shipping_address": {"street": " ", "city": "x", "postal_code": "1", "country": "US"}, "payment_method": "credit_card"})), content_type: "application/json", status: 422, detail: "shipping_address.street" },
-        Case { name: "not JSON", body: "pet_id=goldfish-004".into(), content_type: "application/x-www-form-urlencoded", status: 415, detail: "application/json" },
+        Case {
+            name: "unknown pet",
+            body: json(
+                serde_json::json!({"pet_id": "unicorn-999", "shipping_address": address, "payment_method": "credit_card"}),
+            ),
+            content_type: "application/json",
+            status: 422,
+            detail: "unicorn-999",
+        },
+        Case {
+            name: "malformed JSON",
+            body: "{\"pet_id\": ".into(),
+            content_type: "application/json",
+            status: 400,
+            detail: "malformed JSON",
+        },
+        Case {
+            name: "missing field",
+            body: json(serde_json::json!({"pet_id": "goldfish-004", "payment_method": "credit_card"})),
+            content_type: "application/json",
+            status: 422,
+            detail: "shipping_address",
+        },
+        Case {
+            name: "unknown payment method",
+            body: json(
+                serde_json::json!({"pet_id": "goldfish-004", "shipping_address": address, "payment_method": "iou"}),
+            ),
+            content_type: "application/json",
+            status: 422,
+            detail: "payment_method",
+        },
+        Case {
+            name: "blank address field",
+            body: json(
+                serde_json::json!({"pet_id": "goldfish-004", "shipping_address": {"street": " ", "city": "x", "postal_code": "1", "country": "US"}, "payment_method": "credit_card"}),
+            ),
+            content_type: "application/json",
+            status: 422,
+            detail: "shipping_address.street",
+        },
+        Case {
+            name: "not JSON",
+            body: "pet_id=goldfish-004".into(),
+            content_type: "application/x-www-form-urlencoded",
+            status: 415,
+            detail: "application/json",
+        },
     ];
     for case in cases {
         let r = cluster
@@ -161,20 +234,32 @@ async fn bad_orders_get_problem_details_and_write_nothing() {
             .expect("POST");
         assert_eq!(r.status().as_u16(), case.status, "{}", case.name);
         assert_eq!(r.headers()["content-type"], "application/problem+json", "{}", case.name);
-        assert_eq!(r.headers()["x-correlation-id"], format!("case-{}", case.name.replace(' ', "-")).as_str(), "{}", case.name);
+        assert_eq!(
+            r.headers()["x-correlation-id"],
+            format!("case-{}", case.name.replace(' ', "-")).as_str(),
+            "{}",
+            case.name
+        );
         let problem: Value = r.json().await.expect("problem body");
         assert_eq!(problem["status"], case.status, "{}: {problem}", case.name);
         assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{}: {problem}", case.name);
         assert!(problem["detail"].as_str().is_some_and(|d| d.contains(case.detail)), "{}: {problem}", case.name);
-        assert_eq!(problem["correlation_id"], format!("case-{}", case.name.replace(' ', "-")).as_str(), "{}", case.name);
+        assert_eq!(
+            problem["correlation_id"],
+            format!("case-{}", case.name.replace(' ', "-")).as_str(),
+            "{}",
+            case.name
+        );
     }
     let r = cluster.http.post(&url).json(&serde_json::json!({})).send().await.expect("POST");
     assert_eq!(r.status(), 401, "no customer id");
     let (status, _) = cluster.get_json("inventory", "/pets/unicorn-999", "erin").await;
     assert_eq!(status, 404);
 
-    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.order_events").fetch_one(&cluster.db).await.expect("query");
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&cluster.db).await.expect("query");
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders.order_events").fetch_one(&cluster.db).await.expect("query");
+    let outbox: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&cluster.db).await.expect("query");
     assert_eq!((orders, outbox), (0, 0), "nothing written");
 }
 
@@ -209,7 +294,11 @@ async fn killing_participants_mid_run_loses_and_duplicates_no_step() {
         for s in saga["steps"].as_array().expect("steps") {
             assert_eq!(s["attempts"], 1, "each step ran once: {s}");
         }
-        assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1", *id).await, 1, "charged once");
+        assert_eq!(
+            cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1", *id).await,
+            1,
+            "charged once"
+        );
         assert_eq!(cluster.count("SELECT count(*) FROM notification.notifications WHERE order_id = $1", *id).await, 1);
         assert_eq!(cluster.count("SELECT count(*) FROM delivery.deliveries WHERE order_id = $1", *id).await, 1);
         let events: i64 = cluster.count("SELECT count(*) FROM orchestrator.saga_events WHERE aggregate_id = (SELECT saga_id FROM orchestrator.sagas WHERE order_id = $1)", *id).await;

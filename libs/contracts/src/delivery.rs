@@ -19,7 +19,10 @@ pub struct ScheduleDelivery {
     /// Where to.
     pub shipping_address: Address,
 }
-message!(ScheduleDelivery, "petstore.delivery.schedule-delivery.v1", channels::DELIVERY_COMMANDS, |m| m.saga.order_id.to_string());
+message!(ScheduleDelivery, "petstore.delivery.schedule-delivery.v1", channels::DELIVERY_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Cancel the saga's delivery, if one was scheduled (compensation of step 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +31,10 @@ pub struct CancelDelivery {
     #[serde(flatten)]
     pub saga: SagaRef,
 }
-message!(CancelDelivery, "petstore.delivery.cancel-delivery.v1", channels::DELIVERY_COMMANDS, |m| m.saga.order_id.to_string());
+message!(CancelDelivery, "petstore.delivery.cancel-delivery.v1", channels::DELIVERY_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The delivery is booked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +47,10 @@ pub struct DeliveryScheduled {
     /// Expected delivery date.
     pub estimated_delivery: NaiveDate,
 }
-message!(DeliveryScheduled, "petstore.delivery.delivery-scheduled.v1", channels::DELIVERY_EVENTS, |m| m.saga.order_id.to_string());
+message!(DeliveryScheduled, "petstore.delivery.delivery-scheduled.v1", channels::DELIVERY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// No delivery could be booked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +61,10 @@ pub struct DeliveryFailed {
     /// Why.
     pub reason: String,
 }
-message!(DeliveryFailed, "petstore.delivery.delivery-failed.v1", channels::DELIVERY_EVENTS, |m| m.saga.order_id.to_string());
+message!(DeliveryFailed, "petstore.delivery.delivery-failed.v1", channels::DELIVERY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The saga's delivery is cancelled (or there was none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,4 +73,7 @@ pub struct DeliveryCancelled {
     #[serde(flatten)]
     pub saga: SagaRef,
 }
-message!(DeliveryCancelled, "petstore.delivery.delivery-cancelled.v1", channels::DELIVERY_EVENTS, |m| m.saga.order_id.to_string());
+message!(DeliveryCancelled, "petstore.delivery.delivery-cancelled.v1", channels::DELIVERY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());

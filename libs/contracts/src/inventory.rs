@@ -15,7 +15,10 @@ pub struct ReservePet {
     /// The pet.
     pub pet_id: String,
 }
-message!(ReservePet, "petstore.inventory.reserve-pet.v1", channels::INVENTORY_COMMANDS, |m| m.saga.order_id.to_string());
+message!(ReservePet, "petstore.inventory.reserve-pet.v1", channels::INVENTORY_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Release a reservation (compensation of step 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +29,10 @@ pub struct ReleasePet {
     /// The pet.
     pub pet_id: String,
 }
-message!(ReleasePet, "petstore.inventory.release-pet.v1", channels::INVENTORY_COMMANDS, |m| m.saga.order_id.to_string());
+message!(ReleasePet, "petstore.inventory.release-pet.v1", channels::INVENTORY_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Mark a reserved pet sold (step 4, the saga's pivot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +43,10 @@ pub struct MarkPetSold {
     /// The pet.
     pub pet_id: String,
 }
-message!(MarkPetSold, "petstore.inventory.mark-pet-sold.v1", channels::INVENTORY_COMMANDS, |m| m.saga.order_id.to_string());
+message!(MarkPetSold, "petstore.inventory.mark-pet-sold.v1", channels::INVENTORY_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Make a pet sold by this saga available again (compensation of step 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +57,10 @@ pub struct RestorePet {
     /// The pet.
     pub pet_id: String,
 }
-message!(RestorePet, "petstore.inventory.restore-pet.v1", channels::INVENTORY_COMMANDS, |m| m.saga.order_id.to_string());
+message!(RestorePet, "petstore.inventory.restore-pet.v1", channels::INVENTORY_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The pet is reserved for the saga.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +71,10 @@ pub struct PetReserved {
     /// The pet.
     pub pet_id: String,
 }
-message!(PetReserved, "petstore.inventory.pet-reserved.v1", channels::INVENTORY_EVENTS, |m| m.saga.order_id.to_string());
+message!(PetReserved, "petstore.inventory.pet-reserved.v1", channels::INVENTORY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The pet could not be reserved (unknown, already reserved or sold).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +87,10 @@ pub struct PetReservationFailed {
     /// Why, for the saga's compensation reason.
     pub reason: String,
 }
-message!(PetReservationFailed, "petstore.inventory.pet-reservation-failed.v1", channels::INVENTORY_EVENTS, |m| m.saga.order_id.to_string());
+message!(PetReservationFailed, "petstore.inventory.pet-reservation-failed.v1", channels::INVENTORY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The reservation is released; the pet is available again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +101,10 @@ pub struct PetReleased {
     /// The pet.
     pub pet_id: String,
 }
-message!(PetReleased, "petstore.inventory.pet-released.v1", channels::INVENTORY_EVENTS, |m| m.saga.order_id.to_string());
+message!(PetReleased, "petstore.inventory.pet-released.v1", channels::INVENTORY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The pet is sold to the saga's customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,7 +128,10 @@ pub struct PetSaleFailed {
     /// Why.
     pub reason: String,
 }
-message!(PetSaleFailed, "petstore.inventory.pet-sale-failed.v1", channels::INVENTORY_EVENTS, |m| m.saga.order_id.to_string());
+message!(PetSaleFailed, "petstore.inventory.pet-sale-failed.v1", channels::INVENTORY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The sale is undone; the pet is available again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,7 +142,10 @@ pub struct PetRestored {
     /// The pet.
     pub pet_id: String,
 }
-message!(PetRestored, "petstore.inventory.pet-restored.v1", channels::INVENTORY_EVENTS, |m| m.saga.order_id.to_string());
+message!(PetRestored, "petstore.inventory.pet-restored.v1", channels::INVENTORY_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Query: what is this pet, what does it cost and can it be bought now?
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

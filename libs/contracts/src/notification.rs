@@ -19,7 +19,10 @@ pub struct SendConfirmation {
     /// What was charged.
     pub amount: Decimal,
 }
-message!(SendConfirmation, "petstore.notification.send-confirmation.v1", channels::NOTIFICATION_COMMANDS, |m| m.saga.order_id.to_string());
+message!(SendConfirmation, "petstore.notification.send-confirmation.v1", channels::NOTIFICATION_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Tell the customer the order was cancelled and why (sent when a saga compensates).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +37,12 @@ pub struct SendCancellationNotice {
     /// Why the order was cancelled.
     pub reason: String,
 }
-message!(SendCancellationNotice, "petstore.notification.send-cancellation-notice.v1", channels::NOTIFICATION_COMMANDS, |m| m.saga.order_id.to_string());
+message!(
+    SendCancellationNotice,
+    "petstore.notification.send-cancellation-notice.v1",
+    channels::NOTIFICATION_COMMANDS,
+    |m| m.saga.order_id.to_string()
+);
 
 /// Which notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +65,10 @@ pub struct NotificationSent {
     /// Which one.
     pub kind: NotificationKind,
 }
-message!(NotificationSent, "petstore.notification.notification-sent.v1", channels::NOTIFICATION_EVENTS, |m| m.saga.order_id.to_string());
+message!(NotificationSent, "petstore.notification.notification-sent.v1", channels::NOTIFICATION_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// A notification could not be sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,4 +81,7 @@ pub struct NotificationFailed {
     /// Why.
     pub reason: String,
 }
-message!(NotificationFailed, "petstore.notification.notification-failed.v1", channels::NOTIFICATION_EVENTS, |m| m.saga.order_id.to_string());
+message!(NotificationFailed, "petstore.notification.notification-failed.v1", channels::NOTIFICATION_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());

@@ -21,7 +21,10 @@ pub struct ProcessPayment {
     /// How.
     pub payment_method: PaymentMethod,
 }
-message!(ProcessPayment, "petstore.payment.process-payment.v1", channels::PAYMENT_COMMANDS, |m| m.saga.order_id.to_string());
+message!(ProcessPayment, "petstore.payment.process-payment.v1", channels::PAYMENT_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// Refund the saga's payment, if one was taken (compensation of step 2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,7 +33,10 @@ pub struct RefundPayment {
     #[serde(flatten)]
     pub saga: SagaRef,
 }
-message!(RefundPayment, "petstore.payment.refund-payment.v1", channels::PAYMENT_COMMANDS, |m| m.saga.order_id.to_string());
+message!(RefundPayment, "petstore.payment.refund-payment.v1", channels::PAYMENT_COMMANDS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The customer was charged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +49,10 @@ pub struct PaymentProcessed {
     /// Amount charged.
     pub amount: Decimal,
 }
-message!(PaymentProcessed, "petstore.payment.payment-processed.v1", channels::PAYMENT_EVENTS, |m| m.saga.order_id.to_string());
+message!(PaymentProcessed, "petstore.payment.payment-processed.v1", channels::PAYMENT_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The charge was declined; nothing was taken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +63,10 @@ pub struct PaymentFailed {
     /// Why, for the saga's compensation reason.
     pub reason: String,
 }
-message!(PaymentFailed, "petstore.payment.payment-failed.v1", channels::PAYMENT_EVENTS, |m| m.saga.order_id.to_string());
+message!(PaymentFailed, "petstore.payment.payment-failed.v1", channels::PAYMENT_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());
 
 /// The saga's payment is refunded (or there was nothing to refund).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,4 +77,7 @@ pub struct PaymentRefunded {
     /// Amount given back (zero when nothing had been charged).
     pub amount: Decimal,
 }
-message!(PaymentRefunded, "petstore.payment.payment-refunded.v1", channels::PAYMENT_EVENTS, |m| m.saga.order_id.to_string());
+message!(PaymentRefunded, "petstore.payment.payment-refunded.v1", channels::PAYMENT_EVENTS, |m| m
+    .saga
+    .order_id
+    .to_string());

@@ -92,7 +92,10 @@ pub struct DatabaseSettings {
 
 impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseSettings").field("url", &"<redacted>").field("max_connections", &self.max_connections).finish()
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
@@ -226,7 +229,10 @@ impl Settings {
         }
         for channel in contracts::channels::ALL {
             if !self.messaging.channels.contains_key(*channel) {
-                return err(&format!("messaging.channels.{channel}"), "missing: every service channel must be declared");
+                return err(
+                    &format!("messaging.channels.{channel}"),
+                    "missing: every service channel must be declared",
+                );
             }
         }
         Ok(())

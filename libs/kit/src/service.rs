@@ -48,7 +48,8 @@ pub struct ServiceContext {
 impl ServiceContext {
     /// Connects the configured bus backends and arms the shutdown signal handler.
     pub async fn connect(settings: Settings) -> Result<Self, StartError> {
-        let backends = Backends::connect(&settings.messaging).await.map_err(StartError::at("bus", "connecting backends"))?;
+        let backends =
+            Backends::connect(&settings.messaging).await.map_err(StartError::at("bus", "connecting backends"))?;
         Ok(Self { settings: Arc::new(settings), backends, shutdown: shutdown_on_signal(), tasks: TaskTracker::new() })
     }
 
@@ -89,7 +90,10 @@ pub struct StartError {
 
 impl StartError {
     /// A `map_err` adapter: `.map_err(StartError::at("order", "opening storage"))`.
-    pub fn at<E: Into<Box<dyn std::error::Error + Send + Sync>>>(service: &'static str, stage: &'static str) -> impl FnOnce(E) -> Self {
+    pub fn at<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        service: &'static str,
+        stage: &'static str,
+    ) -> impl FnOnce(E) -> Self {
         move |e| Self { service, stage, source: e.into() }
     }
 }

@@ -56,7 +56,6 @@ impl Backends {
     }
 }
 
-
 /// Connects one backend, or explains which cargo feature it needs.
 async fn connect_backend(kind: BackendKind, config: &MessagingConfig) -> Result<Arc<dyn Backend>, BusError> {
     match kind {
@@ -235,13 +234,20 @@ impl Bus {
     }
 
     /// Sends a request and waits up to `timeout` for its reply.
-    pub async fn request(&self, channel: &str, mut envelope: Envelope, timeout: Duration) -> Result<Envelope, BusError> {
+    pub async fn request(
+        &self,
+        channel: &str,
+        mut envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, BusError> {
         let route = self.route(channel, &[Pattern::RequestResponse], "request")?.clone();
         envelope.reply_to = Some(self.reply_channel(&route).await?);
         // Responders skip a request whose requester has stopped waiting (one that sat in a
         // queue while the responder was down, say).
         let deadline = chrono::Utc::now() + timeout;
-        envelope.extensions.insert(crate::REQUEST_DEADLINE.to_owned(), deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        envelope
+            .extensions
+            .insert(crate::REQUEST_DEADLINE.to_owned(), deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         let (tx, rx) = oneshot::channel();
         let id = envelope.id;
         self.pending().insert(id, tx);
@@ -271,10 +277,8 @@ impl Bus {
         }
         let name = format!("{}replies.{}.{}", self.inner.prefix, self.inner.service, Uuid::now_v7().simple());
         route.backend.declare(&name, 1).await?;
-        let mut consumer = route
-            .backend
-            .subscribe(&name, SubscribeOptions { group: None, start: StartFrom::Earliest })
-            .await?;
+        let mut consumer =
+            route.backend.subscribe(&name, SubscribeOptions { group: None, start: StartFrom::Earliest }).await?;
         let bus = self.clone();
         let cancel = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
@@ -355,8 +359,10 @@ impl Bus {
         max_wait: Duration,
         start: Option<StartFrom>,
     ) -> Result<Subscription, BusError> {
-        let options =
-            SubscribeOptions { group: Some(format!("{}{group}", self.inner.prefix)), start: start.unwrap_or(route.start) };
+        let options = SubscribeOptions {
+            group: Some(format!("{}{group}", self.inner.prefix)),
+            start: start.unwrap_or(route.start),
+        };
         let consumer = route.backend.subscribe(&route.physical, options).await?;
         let cancel = self.inner.shutdown.child_token();
         let span = info_span!("consumer", channel = %route.channel, group, backend = route.backend.name());
@@ -406,15 +412,18 @@ impl Bus {
                 Work::Each(handler) => {
                     for d in &deliveries {
                         let outcome = self.with_retry(&cancel, || handler.handle(d.envelope.clone())).await;
-                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await {
+                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await
+                        {
                             break 'receive;
                         }
                     }
                 }
                 Work::Respond(responder) => {
                     for d in &deliveries {
-                        let outcome = self.with_retry(&cancel, || Self::answer(&route, responder.as_ref(), &d.envelope)).await;
-                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await {
+                        let outcome =
+                            self.with_retry(&cancel, || Self::answer(&route, responder.as_ref(), &d.envelope)).await;
+                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await
+                        {
                             break 'receive;
                         }
                     }
@@ -425,10 +434,8 @@ impl Bus {
     }
 
     async fn answer(route: &Route, responder: &dyn Responder, request: &Envelope) -> Result<(), HandlerError> {
-        let reply_to = request
-            .reply_to
-            .as_deref()
-            .ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
+        let reply_to =
+            request.reply_to.as_deref().ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
         let expired = request
             .extensions
             .get(crate::REQUEST_DEADLINE)
@@ -456,7 +463,11 @@ impl Bus {
         outcome: Outcome,
         cancel: &CancellationToken,
     ) -> bool {
-        let labels = [("channel", route.channel.clone()), ("backend", route.backend.name().to_owned()), ("group", group.to_owned())];
+        let labels = [
+            ("channel", route.channel.clone()),
+            ("backend", route.backend.name().to_owned()),
+            ("group", group.to_owned()),
+        ];
         match outcome {
             Outcome::Cancelled => return false,
             Outcome::Done => {

@@ -202,7 +202,8 @@ impl Envelope {
         map.insert("datacontenttype".to_owned(), self.data_content_type.clone().into());
         if self.data_content_type == JSON {
             let data: &RawValue = serde_json::from_slice(&self.data).map_err(|e| BusError::Codec(e.to_string()))?;
-            let data: serde_json::Value = serde_json::from_str(data.get()).map_err(|e| BusError::Codec(e.to_string()))?;
+            let data: serde_json::Value =
+                serde_json::from_str(data.get()).map_err(|e| BusError::Codec(e.to_string()))?;
             map.insert("data".to_owned(), data);
         } else {
             map.insert("data_base64".to_owned(), base64::engine::general_purpose::STANDARD.encode(&self.data).into());
@@ -221,7 +222,9 @@ impl Envelope {
             match (k.as_str(), v) {
                 ("data", v) => data = Bytes::from(serde_json::to_vec(v).map_err(|e| BusError::Codec(e.to_string()))?),
                 ("data_base64", serde_json::Value::String(s)) => {
-                    let raw = base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| BusError::Codec(e.to_string()))?;
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(s)
+                        .map_err(|e| BusError::Codec(e.to_string()))?;
                     data = Bytes::from(raw);
                 }
                 (k, serde_json::Value::String(s)) => attrs.push((k, s.clone())),
@@ -251,8 +254,12 @@ mod tests {
     use contracts::{SagaRef, inventory::ReservePet};
 
     fn sample() -> Envelope {
-        let msg = ReservePet { saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() }, pet_id: "goldfish-004".into() };
-        let mut env = Envelope::from_message("/petstore/orchestrator", &msg, &MessageContext::correlated("corr-1")).expect("encode");
+        let msg = ReservePet {
+            saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
+            pet_id: "goldfish-004".into(),
+        };
+        let mut env = Envelope::from_message("/petstore/orchestrator", &msg, &MessageContext::correlated("corr-1"))
+            .expect("encode");
         env.extensions.insert(crate::DLQ_ATTEMPTS.into(), "3".into());
         env
     }
@@ -276,14 +283,19 @@ mod tests {
     fn binary_attributes_round_trip() {
         let env = sample();
         let attrs: Vec<(String, String)> = env.attributes().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        let back = Envelope::from_attributes(attrs.iter().map(|(k, v)| (k.as_str(), v.clone())), Some(JSON.into()), env.data.clone())
-            .expect("from attributes");
+        let back = Envelope::from_attributes(
+            attrs.iter().map(|(k, v)| (k.as_str(), v.clone())),
+            Some(JSON.into()),
+            env.data.clone(),
+        )
+        .expect("from attributes");
         assert_eq!(back, env);
     }
 
     #[test]
     fn missing_required_attribute_is_named() {
-        let err = Envelope::from_attributes([("id", Uuid::now_v7().to_string())], None, Bytes::new()).expect_err("must fail");
+        let err =
+            Envelope::from_attributes([("id", Uuid::now_v7().to_string())], None, Bytes::new()).expect_err("must fail");
         assert!(err.to_string().contains("`source`"), "{err}");
     }
 

@@ -85,7 +85,13 @@ impl<E> Default for MemoryEventLog<E> {
 
 impl<E: DomainEvent> MemoryEventLog<E> {
     /// Appends after `expected_version`, recorded at `at`; conflicts like the PostgreSQL store.
-    pub fn append(&mut self, aggregate_id: Uuid, expected_version: i64, events: &[E], at: DateTime<Utc>) -> Result<i64, StoreError> {
+    pub fn append(
+        &mut self,
+        aggregate_id: Uuid,
+        expected_version: i64,
+        events: &[E],
+        at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let stream = self.streams.entry(aggregate_id).or_default();
         if i64::try_from(stream.len()).unwrap_or(i64::MAX) != expected_version {
             return Err(StoreError::Conflict { aggregate: aggregate_id, expected: expected_version });

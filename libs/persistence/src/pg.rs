@@ -119,9 +119,10 @@ impl OutboxStore for PgOutbox {
         let mut tx = self.pool.begin().await?;
         // One relay per schema at a time, so that messages leave in commit order even with
         // several replicas of the service.
-        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
-            .fetch_one(&mut *tx)
-            .await?;
+        let leader: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
+                .fetch_one(&mut *tx)
+                .await?;
         if !leader {
             return Ok(0);
         }
@@ -135,7 +136,8 @@ impl OutboxStore for PgOutbox {
             let seq: i64 = row.try_get("seq")?;
             let channel: String = row.try_get("channel")?;
             let json: serde_json::Value = row.try_get("envelope")?;
-            let envelope = Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
+            let envelope =
+                Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
             match sink.deliver(&channel, &envelope).await {
                 Ok(()) => delivered.push(seq),
                 Err(e) => {
@@ -229,7 +231,11 @@ impl EventTable {
     }
 
     /// The aggregate's history, oldest first.
-    pub async fn load<E: DomainEvent>(&self, conn: &mut PgConnection, aggregate_id: Uuid) -> Result<Vec<Recorded<E>>, StoreError> {
+    pub async fn load<E: DomainEvent>(
+        &self,
+        conn: &mut PgConnection,
+        aggregate_id: Uuid,
+    ) -> Result<Vec<Recorded<E>>, StoreError> {
         let sql = format!(
             "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = $1 ORDER BY version",
             self.0

@@ -38,7 +38,12 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Publishes outbox messages until `shutdown` fires, then flushes what is left (for at most
 /// five seconds). A failing transport is retried with backoff; nothing is dropped.
-pub async fn run_relay(store: Arc<dyn OutboxStore>, sink: Arc<dyn OutboxSink>, service: &'static str, shutdown: CancellationToken) {
+pub async fn run_relay(
+    store: Arc<dyn OutboxStore>,
+    sink: Arc<dyn OutboxSink>,
+    service: &'static str,
+    shutdown: CancellationToken,
+) {
     let mut failures = 0u32;
     loop {
         if shutdown.is_cancelled() {

@@ -32,7 +32,12 @@ impl<S> Clone for Storage<S> {
 impl<S: Send + 'static> Storage<S> {
     /// Opens the configured storage: connects and migrates `schema`, or starts from
     /// `initial` in memory.
-    pub async fn open(ctx: &ServiceContext, schema: &'static str, migrator: &Migrator, initial: impl FnOnce() -> S) -> Result<Self, StoreError> {
+    pub async fn open(
+        ctx: &ServiceContext,
+        schema: &'static str,
+        migrator: &Migrator,
+        initial: impl FnOnce() -> S,
+    ) -> Result<Self, StoreError> {
         match ctx.settings.storage {
             StorageKind::Memory => Ok(Self::Memory(Arc::new(MemoryStore::new(initial())))),
             StorageKind::Postgres => {

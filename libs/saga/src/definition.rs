@@ -42,9 +42,21 @@ pub struct StepDefinition {
 /// The order-processing saga, in execution order. A failed step runs the compensations of
 /// the completed steps in reverse order; the customer then gets a cancellation notice.
 pub const ORDER_SAGA: [StepDefinition; 5] = [
-    StepDefinition { step: Step::ReservePet, kind: StepKind::Compensatable, compensation: Some("release the reservation") },
-    StepDefinition { step: Step::ProcessPayment, kind: StepKind::Compensatable, compensation: Some("refund the payment") },
-    StepDefinition { step: Step::ScheduleDelivery, kind: StepKind::Compensatable, compensation: Some("cancel the delivery") },
+    StepDefinition {
+        step: Step::ReservePet,
+        kind: StepKind::Compensatable,
+        compensation: Some("release the reservation"),
+    },
+    StepDefinition {
+        step: Step::ProcessPayment,
+        kind: StepKind::Compensatable,
+        compensation: Some("refund the payment"),
+    },
+    StepDefinition {
+        step: Step::ScheduleDelivery,
+        kind: StepKind::Compensatable,
+        compensation: Some("cancel the delivery"),
+    },
     StepDefinition { step: Step::MarkPetSold, kind: StepKind::Pivot, compensation: Some("restore availability") },
     StepDefinition { step: Step::SendConfirmation, kind: StepKind::Retriable, compensation: None },
 ];

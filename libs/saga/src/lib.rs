@@ -10,6 +10,7 @@ mod machine;
 
 pub use definition::{ORDER_SAGA, Step, StepDefinition, StepKind};
 pub use machine::{
-    Command, Reply, Saga, SagaEvent, SagaStatus, StepState, StepStatus, MAX_COMPENSATION_ATTEMPTS, MAX_RETRIABLE_ATTEMPTS,
+    Command, MAX_COMPENSATION_ATTEMPTS, MAX_RETRIABLE_ATTEMPTS, Reply, Saga, SagaEvent, SagaStatus, StepState,
+    StepStatus,
 };
-pub use machine::{OrderDetails, NoticeState};
+pub use machine::{NoticeState, OrderDetails};

@@ -438,7 +438,10 @@ impl Saga {
                 let mut events = vec![SagaEvent::CompensationFailed { step: *step, reason: reason.clone() }];
                 if self.step(*step).compensation_attempts >= MAX_COMPENSATION_ATTEMPTS {
                     events.push(SagaEvent::Failed {
-                        reason: format!("could not {}: {reason}", step.definition().compensation.unwrap_or("compensate")),
+                        reason: format!(
+                            "could not {}: {reason}",
+                            step.definition().compensation.unwrap_or("compensate")
+                        ),
                     });
                 } else {
                     events.push(SagaEvent::CompensationStarted { step: *step });
@@ -451,7 +454,11 @@ impl Saga {
             Reply::NoticeFailed(reason) if self.notice_pending() => {
                 let mut events = vec![SagaEvent::NoticeFailed { reason: reason.clone() }];
                 let attempts = self.notice.as_ref().map_or(0, |n| n.attempts);
-                events.push(if attempts >= MAX_RETRIABLE_ATTEMPTS { self.compensated() } else { SagaEvent::NoticeRequested });
+                events.push(if attempts >= MAX_RETRIABLE_ATTEMPTS {
+                    self.compensated()
+                } else {
+                    SagaEvent::NoticeRequested
+                });
                 events
             }
             _ => Vec::new(),

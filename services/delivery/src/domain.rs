@@ -3,9 +3,7 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use contracts::{
     Address,
-    delivery::{
-        CancelDelivery, DeliveryCancelled, DeliveryFailed, DeliveryScheduled, ScheduleDelivery,
-    },
+    delivery::{CancelDelivery, DeliveryCancelled, DeliveryFailed, DeliveryScheduled, ScheduleDelivery},
 };
 use messaging::{BusError, MessageContext};
 use persistence::Outgoing;
@@ -80,30 +78,14 @@ pub(crate) fn schedule(
     ctx: &MessageContext,
 ) -> Result<Decision, BusError> {
     if let Some(d) = existing {
-        let reply = DeliveryScheduled {
-            saga: cmd.saga,
-            delivery_id: d.delivery_id,
-            estimated_delivery: d.estimated_delivery,
-        };
+        let reply =
+            DeliveryScheduled { saga: cmd.saga, delivery_id: d.delivery_id, estimated_delivery: d.estimated_delivery };
         return Ok((None, Outgoing::message(source, &reply, ctx)?));
     }
     let blank = cmd.shipping_address.blank_fields();
     if !blank.is_empty() {
-        let reason = format!(
-            "the shipping address is incomplete: {} must not be blank",
-            blank.join(", ")
-        );
-        return Ok((
-            None,
-            Outgoing::message(
-                source,
-                &DeliveryFailed {
-                    saga: cmd.saga,
-                    reason,
-                },
-                ctx,
-            )?,
-        ));
+        let reason = format!("the shipping address is incomplete: {} must not be blank", blank.join(", "));
+        return Ok((None, Outgoing::message(source, &DeliveryFailed { saga: cmd.saga, reason }, ctx)?));
     }
     let now = Utc::now();
     let delivery = Delivery {
@@ -128,9 +110,7 @@ pub(crate) fn schedule(
 
 /// `today` plus the configured transit days (saturating at the last representable date).
 fn estimated_delivery(today: NaiveDate, delivery_days: u32) -> NaiveDate {
-    today
-        .checked_add_days(Days::new(u64::from(delivery_days)))
-        .unwrap_or(NaiveDate::MAX)
+    today.checked_add_days(Days::new(u64::from(delivery_days))).unwrap_or(NaiveDate::MAX)
 }
 
 /// Cancels this saga's scheduled delivery; with nothing scheduled (no delivery, or already
@@ -149,10 +129,7 @@ pub(crate) fn cancel(
         }
         _ => None,
     };
-    Ok((
-        changed,
-        Outgoing::message(source, &DeliveryCancelled { saga: cmd.saga }, ctx)?,
-    ))
+    Ok((changed, Outgoing::message(source, &DeliveryCancelled { saga: cmd.saga }, ctx)?))
 }
 
 #[cfg(test)]
@@ -162,10 +139,7 @@ mod tests {
 
     fn booking(address: Address) -> ScheduleDelivery {
         ScheduleDelivery {
-            saga: SagaRef {
-                saga_id: Uuid::now_v7(),
-                order_id: Uuid::now_v7(),
-            },
+            saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
             customer_id: "c".into(),
             pet_id: "pet-1".into(),
             shipping_address: address,
@@ -199,40 +173,17 @@ mod tests {
 
         let (again, reply) = schedule(Some(first.clone()), &cmd, 3, "/t", &ctx).expect("decide");
         assert!(again.is_none(), "no second write");
-        assert_eq!(
-            reply
-                .envelope
-                .decode::<DeliveryScheduled>()
-                .expect("reply")
-                .delivery_id,
-            first.delivery_id
-        );
+        assert_eq!(reply.envelope.decode::<DeliveryScheduled>().expect("reply").delivery_id, first.delivery_id);
     }
 
     #[test]
     fn an_address_with_blank_fields_fails_the_delivery_and_stores_nothing() {
-        let cmd = booking(Address {
-            street: " ".into(),
-            city: String::new(),
-            ..address()
-        });
-        let (saved, reply) =
-            schedule(None, &cmd, 3, "/t", &MessageContext::default()).expect("decide");
+        let cmd = booking(Address { street: " ".into(), city: String::new(), ..address() });
+        let (saved, reply) = schedule(None, &cmd, 3, "/t", &MessageContext::default()).expect("decide");
         assert!(saved.is_none(), "nothing stored");
-        let failed = reply
-            .envelope
-            .decode::<DeliveryFailed>()
-            .expect("a DeliveryFailed reply");
-        assert!(
-            failed.reason.contains("shipping_address.street"),
-            "{}",
-            failed.reason
-        );
-        assert!(
-            failed.reason.contains("shipping_address.city"),
-            "{}",
-            failed.reason
-        );
+        let failed = reply.envelope.decode::<DeliveryFailed>().expect("a DeliveryFailed reply");
+        assert!(failed.reason.contains("shipping_address.street"), "{}", failed.reason);
+        assert!(failed.reason.contains("shipping_address.city"), "{}", failed.reason);
         assert!(!failed.reason.contains("postal_code"), "{}", failed.reason);
     }
 
@@ -254,21 +205,9 @@ mod tests {
 
     #[test]
     fn cancelling_without_a_delivery_confirms_without_a_write() {
-        let cmd = CancelDelivery {
-            saga: SagaRef {
-                saga_id: Uuid::now_v7(),
-                order_id: Uuid::now_v7(),
-            },
-        };
+        let cmd = CancelDelivery { saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() } };
         let (saved, reply) = cancel(None, &cmd, "/t", &MessageContext::default()).expect("decide");
         assert!(saved.is_none(), "no write");
-        assert_eq!(
-            reply
-                .envelope
-                .decode::<DeliveryCancelled>()
-                .expect("reply")
-                .saga,
-            cmd.saga
-        );
+        assert_eq!(reply.envelope.decode::<DeliveryCancelled>().expect("reply").saga, cmd.saga);
     }
 }

@@ -29,14 +29,9 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     let storage = Storage::open(ctx, SERVICE, &MIGRATOR, Default::default)
         .await
         .map_err(StartError::at(SERVICE, "opening storage"))?;
-    let bus = Bus::new(
-        &ctx.backends,
-        &ctx.settings.messaging,
-        SERVICE,
-        ctx.shutdown.clone(),
-    )
-    .await
-    .map_err(StartError::at(SERVICE, "joining the bus"))?;
+    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
+        .await
+        .map_err(StartError::at(SERVICE, "joining the bus"))?;
     storage.start_relay(&bus, SERVICE, ctx);
     let handler = CommandHandler {
         store: DeliveryStore::new(storage.clone()),
@@ -75,19 +70,12 @@ impl CommandHandler {
         let ctx = MessageContext::caused_by(&message);
         let reply = if message.is::<ScheduleDelivery>() {
             let command = message.decode::<ScheduleDelivery>()?;
-            self.store
-                .schedule(&message, &command, self.delivery_days, &self.source, &ctx)
-                .await
+            self.store.schedule(&message, &command, self.delivery_days, &self.source, &ctx).await
         } else if message.is::<CancelDelivery>() {
             let command = message.decode::<CancelDelivery>()?;
-            self.store
-                .cancel(&message, &command, &self.source, &ctx)
-                .await
+            self.store.cancel(&message, &command, &self.source, &ctx).await
         } else {
-            return Err(HandlerError::fatal(format!(
-                "delivery does not handle {}",
-                message.event_type
-            )));
+            return Err(HandlerError::fatal(format!("delivery does not handle {}", message.event_type)));
         };
         reply.map(drop).map_err(HandlerError::retriable)
     }

@@ -46,10 +46,8 @@ impl DeliveryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        self.execute(message, cmd.saga.saga_id, |existing| {
-            domain::schedule(existing, cmd, delivery_days, source, ctx)
-        })
-        .await
+        self.execute(message, cmd.saga.saga_id, |existing| domain::schedule(existing, cmd, delivery_days, source, ctx))
+            .await
     }
 
     /// Handles `CancelDelivery` once.
@@ -60,10 +58,7 @@ impl DeliveryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        self.execute(message, cmd.saga.saga_id, |existing| {
-            domain::cancel(existing, cmd, source, ctx)
-        })
-        .await
+        self.execute(message, cmd.saga.saga_id, |existing| domain::cancel(existing, cmd, source, ctx)).await
     }
 
     async fn execute(
@@ -75,25 +70,22 @@ impl DeliveryStore {
         match &self.0 {
             Storage::Memory(memory) => memory
                 .handle_once(SERVICE, message, |state| {
-                    let (saved, reply) =
-                        decide(state.by_saga.get(&saga_id).cloned()).map_err(codec)?;
+                    let (saved, reply) = decide(state.by_saga.get(&saga_id).cloned()).map_err(codec)?;
                     if let Some(d) = saved {
                         state.by_saga.insert(saga_id, d);
                     }
                     Ok::<_, StoreError>(((), vec![reply]))
                 })
                 .map(drop),
-            Storage::Postgres { pool, .. } => {
-                pg::handle_once(pool, SERVICE, message, async |conn| {
-                    let (saved, reply) = decide(load(conn, saga_id).await?).map_err(codec)?;
-                    if let Some(d) = saved {
-                        save(conn, &d).await?;
-                    }
-                    Ok(((), vec![reply]))
-                })
-                .await
-                .map(drop)
-            }
+            Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
+                let (saved, reply) = decide(load(conn, saga_id).await?).map_err(codec)?;
+                if let Some(d) = saved {
+                    save(conn, &d).await?;
+                }
+                Ok(((), vec![reply]))
+            })
+            .await
+            .map(drop),
         }
     }
 
@@ -118,12 +110,10 @@ const SELECT: &str = "SELECT delivery_id, saga_id, order_id, customer_id, pet_id
                       status, estimated_delivery, created_at, cancelled_at FROM deliveries";
 
 async fn load(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Delivery>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE saga_id = $1 FOR UPDATE"
-    )))
-    .bind(saga_id)
-    .fetch_optional(conn)
-    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
+        .bind(saga_id)
+        .fetch_optional(conn)
+        .await?;
     row.as_ref().map(decode).transpose()
 }
 
@@ -186,57 +176,26 @@ mod tests {
     async fn an_order_shows_its_delivery_scheduled_then_cancelled() {
         let store = DeliveryStore::new(Storage::Memory(Arc::new(MemoryStore::default())));
         let ctx = MessageContext::default();
-        let saga = SagaRef {
-            saga_id: Uuid::now_v7(),
-            order_id: Uuid::now_v7(),
-        };
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
         let address = Address {
             street: "1 Main St".into(),
             city: "Springfield".into(),
             postal_code: "12345".into(),
             country: "US".into(),
         };
-        let booking = ScheduleDelivery {
-            saga,
-            customer_id: "c".into(),
-            pet_id: "pet-1".into(),
-            shipping_address: address,
-        };
+        let booking =
+            ScheduleDelivery { saga, customer_id: "c".into(), pet_id: "pet-1".into(), shipping_address: address };
         let message = Envelope::from_message("/t", &booking, &ctx).expect("envelope");
 
-        store
-            .schedule(&message, &booking, 3, "/t", &ctx)
-            .await
-            .expect("scheduled");
-        let scheduled = store
-            .for_order(saga.order_id)
-            .await
-            .expect("read")
-            .expect("a delivery");
+        store.schedule(&message, &booking, 3, "/t", &ctx).await.expect("scheduled");
+        let scheduled = store.for_order(saga.order_id).await.expect("read").expect("a delivery");
         assert_eq!(scheduled.status, DeliveryStatus::Scheduled);
 
         let cancel = CancelDelivery { saga };
         let message = Envelope::from_message("/t", &cancel, &ctx).expect("envelope");
-        store
-            .cancel(&message, &cancel, "/t", &ctx)
-            .await
-            .expect("cancelled");
-        let cancelled = store
-            .for_order(saga.order_id)
-            .await
-            .expect("read")
-            .expect("a delivery");
-        assert_eq!(
-            (cancelled.delivery_id, cancelled.status),
-            (scheduled.delivery_id, DeliveryStatus::Cancelled)
-        );
-        assert!(
-            store
-                .for_order(Uuid::now_v7())
-                .await
-                .expect("read")
-                .is_none(),
-            "another order has none"
-        );
+        store.cancel(&message, &cancel, "/t", &ctx).await.expect("cancelled");
+        let cancelled = store.for_order(saga.order_id).await.expect("read").expect("a delivery");
+        assert_eq!((cancelled.delivery_id, cancelled.status), (scheduled.delivery_id, DeliveryStatus::Cancelled));
+        assert!(store.for_order(Uuid::now_v7()).await.expect("read").is_none(), "another order has none");
     }
 }

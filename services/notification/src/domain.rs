@@ -162,15 +162,9 @@ fn send(
             (n, true)
         }
     };
-    let reply = NotificationSent {
-        saga: draft.saga,
-        notification_id: notification.notification_id,
-        kind: notification.kind,
-    };
-    Ok((
-        new.then_some(notification),
-        Outgoing::message(source, &reply, ctx)?,
-    ))
+    let reply =
+        NotificationSent { saga: draft.saga, notification_id: notification.notification_id, kind: notification.kind };
+    Ok((new.then_some(notification), Outgoing::message(source, &reply, ctx)?))
 }
 
 #[cfg(test)]
@@ -179,10 +173,7 @@ mod tests {
     use rust_decimal::Decimal;
 
     fn saga() -> SagaRef {
-        SagaRef {
-            saga_id: Uuid::now_v7(),
-            order_id: Uuid::now_v7(),
-        }
+        SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() }
     }
 
     #[test]
@@ -198,32 +189,14 @@ mod tests {
         let first = first.expect("saved");
         assert_eq!(first.kind, NotificationKind::Confirmation);
         assert_eq!(first.channel, NotificationChannel::Email);
-        assert!(
-            first.subject.contains(&cmd.saga.order_id.to_string()),
-            "{}",
-            first.subject
-        );
-        assert!(
-            first.body.contains("pet-1") && first.body.contains("1200.00"),
-            "{}",
-            first.body
-        );
+        assert!(first.subject.contains(&cmd.saga.order_id.to_string()), "{}", first.subject);
+        assert!(first.body.contains("pet-1") && first.body.contains("1200.00"), "{}", first.body);
         let sent = reply.envelope.decode::<NotificationSent>().expect("reply");
-        assert_eq!(
-            (sent.notification_id, sent.kind),
-            (first.notification_id, NotificationKind::Confirmation)
-        );
+        assert_eq!((sent.notification_id, sent.kind), (first.notification_id, NotificationKind::Confirmation));
 
         let (again, reply) = confirm(Some(first.clone()), &cmd, "/t", &ctx).expect("decide");
         assert!(again.is_none(), "no second write");
-        assert_eq!(
-            reply
-                .envelope
-                .decode::<NotificationSent>()
-                .expect("reply")
-                .notification_id,
-            first.notification_id
-        );
+        assert_eq!(reply.envelope.decode::<NotificationSent>().expect("reply").notification_id, first.notification_id);
     }
 
     #[test]
@@ -234,31 +207,19 @@ mod tests {
             pet_id: "pet-1".into(),
             reason: "card declined by the payment provider".into(),
         };
-        let (saved, reply) =
-            notify_cancellation(None, &cmd, "/t", &MessageContext::default()).expect("decide");
+        let (saved, reply) = notify_cancellation(None, &cmd, "/t", &MessageContext::default()).expect("decide");
         let saved = saved.expect("saved");
         assert_eq!(saved.kind, NotificationKind::CancellationNotice);
-        assert!(
-            saved.body.contains("card declined by the payment provider"),
-            "{}",
-            saved.body
-        );
+        assert!(saved.body.contains("card declined by the payment provider"), "{}", saved.body);
         assert_eq!(
-            reply
-                .envelope
-                .decode::<NotificationSent>()
-                .expect("reply")
-                .kind,
+            reply.envelope.decode::<NotificationSent>().expect("reply").kind,
             NotificationKind::CancellationNotice
         );
     }
 
     #[test]
     fn stored_kind_names_round_trip() {
-        for kind in [
-            NotificationKind::Confirmation,
-            NotificationKind::CancellationNotice,
-        ] {
+        for kind in [NotificationKind::Confirmation, NotificationKind::CancellationNotice] {
             assert_eq!(parse_kind(kind_name(kind)), Some(kind), "{kind:?}");
         }
     }

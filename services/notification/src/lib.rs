@@ -8,11 +8,7 @@ mod store;
 
 use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::State,
-    routing::get,
-};
+use axum::{Router, extract::State, routing::get};
 use chrono::{DateTime, Utc};
 use contracts::{
     channels,
@@ -41,20 +37,12 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     let storage = Storage::open(ctx, SERVICE, &MIGRATOR, Default::default)
         .await
         .map_err(StartError::at(SERVICE, "opening storage"))?;
-    let bus = Bus::new(
-        &ctx.backends,
-        &ctx.settings.messaging,
-        SERVICE,
-        ctx.shutdown.clone(),
-    )
-    .await
-    .map_err(StartError::at(SERVICE, "joining the bus"))?;
+    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
+        .await
+        .map_err(StartError::at(SERVICE, "joining the bus"))?;
     storage.start_relay(&bus, SERVICE, ctx);
     let store = NotificationStore::new(storage.clone());
-    let handler = Arc::new(CommandHandler {
-        store: store.clone(),
-        source: bus.source().to_owned(),
-    });
+    let handler = Arc::new(CommandHandler { store: store.clone(), source: bus.source().to_owned() });
     bus.subscribe(channels::NOTIFICATION_COMMANDS, SERVICE, move |msg| {
         let handler = handler.clone();
         async move { handler.handle(msg).await }
@@ -71,9 +59,7 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
 
 /// The service's HTTP API: `GET /notifications` lists what the calling customer was sent.
 pub fn router(store: NotificationStore) -> Router {
-    Router::new()
-        .route("/notifications", get(list_notifications))
-        .with_state(store)
+    Router::new().route("/notifications", get(list_notifications)).with_state(store)
 }
 
 /// A notification as the customer sees it.
@@ -112,13 +98,8 @@ async fn list_notifications(
     State(store): State<NotificationStore>,
     CustomerId(customer_id): CustomerId,
 ) -> Result<Json<NotificationList>, ApiError> {
-    let sent = store
-        .for_customer(&customer_id)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(NotificationList {
-        items: sent.into_iter().map(NotificationItem::from).collect(),
-    }))
+    let sent = store.for_customer(&customer_id).await.map_err(ApiError::internal)?;
+    Ok(Json(NotificationList { items: sent.into_iter().map(NotificationItem::from).collect() }))
 }
 
 /// The simulated email provider: the notification is "delivered" by logging it.
@@ -143,19 +124,12 @@ impl CommandHandler {
         let ctx = MessageContext::caused_by(&message);
         let sent = if message.is::<SendConfirmation>() {
             let command = message.decode::<SendConfirmation>()?;
-            self.store
-                .confirm(&message, &command, &self.source, &ctx)
-                .await
+            self.store.confirm(&message, &command, &self.source, &ctx).await
         } else if message.is::<SendCancellationNotice>() {
             let command = message.decode::<SendCancellationNotice>()?;
-            self.store
-                .notify_cancellation(&message, &command, &self.source, &ctx)
-                .await
+            self.store.notify_cancellation(&message, &command, &self.source, &ctx).await
         } else {
-            return Err(HandlerError::fatal(format!(
-                "notification does not handle {}",
-                message.event_type
-            )));
+            return Err(HandlerError::fatal(format!("notification does not handle {}", message.event_type)));
         };
         if let Some(n) = sent.map_err(HandlerError::retriable)? {
             send_email(&n);
@@ -183,53 +157,27 @@ mod tests {
 
     async fn confirm(store: &NotificationStore, customer_id: &str) -> Notification {
         let cmd = SendConfirmation {
-            saga: SagaRef {
-                saga_id: Uuid::now_v7(),
-                order_id: Uuid::now_v7(),
-            },
+            saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
             customer_id: customer_id.into(),
             pet_id: "pet-1".into(),
             amount: Decimal::new(5000, 2),
         };
-        let message =
-            Envelope::from_message("/t", &cmd, &MessageContext::default()).expect("envelope");
-        store
-            .confirm(&message, &cmd, "/t", &MessageContext::default())
-            .await
-            .expect("stored")
-            .expect("newly sent")
+        let message = Envelope::from_message("/t", &cmd, &MessageContext::default()).expect("envelope");
+        store.confirm(&message, &cmd, "/t", &MessageContext::default()).await.expect("stored").expect("newly sent")
     }
 
-    async fn get(
-        store: NotificationStore,
-        customer: Option<&str>,
-    ) -> (StatusCode, Option<String>, serde_json::Value) {
+    async fn get(store: NotificationStore, customer: Option<&str>) -> (StatusCode, Option<String>, serde_json::Value) {
         let app = kit::http::layers(router(store));
         let mut request = Request::get("/notifications");
         if let Some(c) = customer {
             request = request.header(kit::http::CUSTOMER_HEADER, c);
         }
-        let response = app
-            .oneshot(request.body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
+        let response = app.oneshot(request.body(Body::empty()).expect("request")).await.expect("response");
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            content_type,
-            serde_json::from_slice(&body).expect("JSON body"),
-        )
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        (status, content_type, serde_json::from_slice(&body).expect("JSON body"))
     }
 
     #[tokio::test]
@@ -242,28 +190,15 @@ mod tests {
         let (status, _, body) = get(store, Some("alice")).await;
 
         assert_eq!(status, StatusCode::OK);
-        let ids: Vec<&str> = body["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .filter_map(|i| i["notification_id"].as_str())
-            .collect();
-        assert_eq!(
-            ids,
-            [
-                newer.notification_id.to_string(),
-                older.notification_id.to_string()
-            ]
-        );
+        let ids: Vec<&str> =
+            body["items"].as_array().expect("items").iter().filter_map(|i| i["notification_id"].as_str()).collect();
+        assert_eq!(ids, [newer.notification_id.to_string(), older.notification_id.to_string()]);
         let first = &body["items"][0];
         assert_eq!(first["kind"], "confirmation");
         assert_eq!(first["channel"], "email");
         assert_eq!(first["order_id"], newer.order_id.to_string());
         assert_eq!(first["subject"], newer.subject);
-        assert!(
-            first.get("customer_id").is_none(),
-            "the listing does not repeat the customer"
-        );
+        assert!(first.get("customer_id").is_none(), "the listing does not repeat the customer");
     }
 
     #[tokio::test]
@@ -278,10 +213,7 @@ mod tests {
     async fn a_repeated_confirmation_is_not_sent_again() {
         let store = memory_store();
         let cmd = SendConfirmation {
-            saga: SagaRef {
-                saga_id: Uuid::now_v7(),
-                order_id: Uuid::now_v7(),
-            },
+            saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
             customer_id: "carol".into(),
             pet_id: "pet-1".into(),
             amount: Decimal::new(5000, 2),
@@ -289,36 +221,12 @@ mod tests {
         let ctx = MessageContext::default();
         let first = Envelope::from_message("/t", &cmd, &ctx).expect("envelope");
         let redelivered = Envelope::from_message("/t", &cmd, &ctx).expect("envelope");
+        assert!(store.confirm(&first, &cmd, "/t", &ctx).await.expect("stored").is_some());
         assert!(
-            store
-                .confirm(&first, &cmd, "/t", &ctx)
-                .await
-                .expect("stored")
-                .is_some()
-        );
-        assert!(
-            store
-                .confirm(&redelivered, &cmd, "/t", &ctx)
-                .await
-                .expect("stored")
-                .is_none(),
+            store.confirm(&redelivered, &cmd, "/t", &ctx).await.expect("stored").is_none(),
             "a new command id, same saga"
         );
-        assert!(
-            store
-                .confirm(&first, &cmd, "/t", &ctx)
-                .await
-                .expect("stored")
-                .is_none(),
-            "the same message again"
-        );
-        assert_eq!(
-            store
-                .for_order(cmd.saga.order_id)
-                .await
-                .expect("read")
-                .len(),
-            1
-        );
+        assert!(store.confirm(&first, &cmd, "/t", &ctx).await.expect("stored").is_none(), "the same message again");
+        assert_eq!(store.for_order(cmd.saga.order_id).await.expect("read").len(), 1);
     }
 }

@@ -4,10 +4,7 @@
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
     kit::telemetry::init_logging(&settings.log, notification::SERVICE);
-    let addr = (
-        settings.http.host.clone(),
-        settings.services.notification.port,
-    );
+    let addr = (settings.http.host.clone(), settings.services.notification.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = notification::start(&ctx).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;

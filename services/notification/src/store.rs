@@ -44,12 +44,9 @@ impl NotificationStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<Notification>, StoreError> {
-        self.execute(
-            message,
-            cmd.saga.saga_id,
-            NotificationKind::Confirmation,
-            |existing| domain::confirm(existing, cmd, source, ctx),
-        )
+        self.execute(message, cmd.saga.saga_id, NotificationKind::Confirmation, |existing| {
+            domain::confirm(existing, cmd, source, ctx)
+        })
         .await
     }
 
@@ -61,12 +58,9 @@ impl NotificationStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<Notification>, StoreError> {
-        self.execute(
-            message,
-            cmd.saga.saga_id,
-            NotificationKind::CancellationNotice,
-            |existing| domain::notify_cancellation(existing, cmd, source, ctx),
-        )
+        self.execute(message, cmd.saga.saga_id, NotificationKind::CancellationNotice, |existing| {
+            domain::notify_cancellation(existing, cmd, source, ctx)
+        })
         .await
     }
 
@@ -79,11 +73,7 @@ impl NotificationStore {
     ) -> Result<Option<Notification>, StoreError> {
         let handled = match &self.0 {
             Storage::Memory(memory) => memory.handle_once(SERVICE, message, |state| {
-                let existing = state
-                    .sent
-                    .iter()
-                    .find(|n| n.saga_id == saga_id && n.kind == kind)
-                    .cloned();
+                let existing = state.sent.iter().find(|n| n.saga_id == saga_id && n.kind == kind).cloned();
                 let (saved, reply) = decide(existing).map_err(codec)?;
                 if let Some(n) = &saved {
                     state.sent.push(n.clone());
@@ -108,22 +98,13 @@ impl NotificationStore {
     pub async fn for_customer(&self, customer_id: &str) -> Result<Vec<Notification>, StoreError> {
         match &self.0 {
             Storage::Memory(memory) => Ok(memory.read(|s| {
-                s.sent
-                    .iter()
-                    .rev()
-                    .filter(|n| n.customer_id == customer_id)
-                    .take(CUSTOMER_LIMIT)
-                    .cloned()
-                    .collect()
+                s.sent.iter().rev().filter(|n| n.customer_id == customer_id).take(CUSTOMER_LIMIT).cloned().collect()
             })),
             Storage::Postgres { pool, .. } => {
                 let sql = format!(
                     "{SELECT} WHERE customer_id = $1 ORDER BY sent_at DESC, notification_id DESC LIMIT {CUSTOMER_LIMIT}"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(customer_id)
-                    .fetch_all(pool)
-                    .await?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(customer_id).fetch_all(pool).await?;
                 rows.iter().map(decode).collect()
             }
         }
@@ -132,42 +113,31 @@ impl NotificationStore {
     /// The notifications sent about an order, newest first.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Vec<Notification>, StoreError> {
         match &self.0 {
-            Storage::Memory(memory) => Ok(memory.read(|s| {
-                s.sent
-                    .iter()
-                    .rev()
-                    .filter(|n| n.order_id == order_id)
-                    .cloned()
-                    .collect()
-            })),
+            Storage::Memory(memory) => {
+                Ok(memory.read(|s| s.sent.iter().rev().filter(|n| n.order_id == order_id).cloned().collect()))
+            }
             Storage::Postgres { pool, .. } => {
-                let sql = format!(
-                    "{SELECT} WHERE order_id = $1 ORDER BY sent_at DESC, notification_id DESC"
-                );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(order_id)
-                    .fetch_all(pool)
-                    .await?;
+                let sql = format!("{SELECT} WHERE order_id = $1 ORDER BY sent_at DESC, notification_id DESC");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_all(pool).await?;
                 rows.iter().map(decode).collect()
             }
         }
     }
 }
 
-const SELECT: &str = "SELECT notification_id, saga_id, order_id, customer_id, kind, channel, subject, body, sent_at FROM notifications";
+const SELECT: &str =
+    "SELECT notification_id, saga_id, order_id, customer_id, kind, channel, subject, body, sent_at FROM notifications";
 
 async fn load(
     conn: &mut PgConnection,
     saga_id: Uuid,
     kind: NotificationKind,
 ) -> Result<Option<Notification>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE saga_id = $1 AND kind = $2 FOR UPDATE"
-    )))
-    .bind(saga_id)
-    .bind(domain::kind_name(kind))
-    .fetch_optional(conn)
-    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 AND kind = $2 FOR UPDATE")))
+        .bind(saga_id)
+        .bind(domain::kind_name(kind))
+        .fetch_optional(conn)
+        .await?;
     row.as_ref().map(decode).transpose()
 }
 

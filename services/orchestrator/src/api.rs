@@ -14,7 +14,10 @@ use crate::SagaStore;
 /// `GET /sagas/{saga_id}` (operators; gated to the `admin` role once authentication
 /// arrives) and `GET /orders/{order_id}/status` (the order's customer).
 pub fn router(store: SagaStore) -> Router {
-    Router::new().route("/sagas/{saga_id}", get(get_saga)).route("/orders/{order_id}/status", get(order_status)).with_state(store)
+    Router::new()
+        .route("/sagas/{saga_id}", get(get_saga))
+        .route("/orders/{order_id}/status", get(order_status))
+        .with_state(store)
 }
 
 async fn get_saga(State(store): State<SagaStore>, Path(saga_id): Path<String>) -> Result<Json<Saga>, ApiError> {

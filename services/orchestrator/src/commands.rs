@@ -3,7 +3,10 @@
 use contracts::{
     SagaRef,
     delivery::{CancelDelivery, DeliveryCancelled, DeliveryFailed, DeliveryScheduled, ScheduleDelivery},
-    inventory::{MarkPetSold, PetReleased, PetReservationFailed, PetReserved, PetRestored, PetSaleFailed, PetSold, ReleasePet, ReservePet, RestorePet},
+    inventory::{
+        MarkPetSold, PetReleased, PetReservationFailed, PetReserved, PetRestored, PetSaleFailed, PetSold, ReleasePet,
+        ReservePet, RestorePet,
+    },
     notification::{NotificationFailed, NotificationKind, NotificationSent, SendCancellationNotice, SendConfirmation},
     order::{ApproveOrder, RejectOrder},
     payment::{PaymentFailed, PaymentProcessed, PaymentRefunded, ProcessPayment, RefundPayment},
@@ -14,7 +17,12 @@ use saga::{Command, Reply, Saga, Step};
 use uuid::Uuid;
 
 /// The message that carries `command` for `saga`, if the command has one.
-pub fn message_for(saga: &Saga, command: Command, source: &str, ctx: &MessageContext) -> Result<Option<Outgoing>, BusError> {
+pub fn message_for(
+    saga: &Saga,
+    command: Command,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Option<Outgoing>, BusError> {
     let s = SagaRef { saga_id: saga.saga_id, order_id: saga.order.order_id };
     let o = &saga.order;
     let pet_id = o.pet_id.clone();
@@ -22,18 +30,31 @@ pub fn message_for(saga: &Saga, command: Command, source: &str, ctx: &MessageCon
         Command::Execute(Step::ReservePet) => Outgoing::message(source, &ReservePet { saga: s, pet_id }, ctx),
         Command::Execute(Step::ProcessPayment) => Outgoing::message(
             source,
-            &ProcessPayment { saga: s, customer_id: o.customer_id.clone(), amount: o.amount, currency: o.currency.clone(), payment_method: o.payment_method },
+            &ProcessPayment {
+                saga: s,
+                customer_id: o.customer_id.clone(),
+                amount: o.amount,
+                currency: o.currency.clone(),
+                payment_method: o.payment_method,
+            },
             ctx,
         ),
         Command::Execute(Step::ScheduleDelivery) => Outgoing::message(
             source,
-            &ScheduleDelivery { saga: s, customer_id: o.customer_id.clone(), pet_id, shipping_address: o.shipping_address.clone() },
+            &ScheduleDelivery {
+                saga: s,
+                customer_id: o.customer_id.clone(),
+                pet_id,
+                shipping_address: o.shipping_address.clone(),
+            },
             ctx,
         ),
         Command::Execute(Step::MarkPetSold) => Outgoing::message(source, &MarkPetSold { saga: s, pet_id }, ctx),
-        Command::Execute(Step::SendConfirmation) => {
-            Outgoing::message(source, &SendConfirmation { saga: s, customer_id: o.customer_id.clone(), pet_id, amount: o.amount }, ctx)
-        }
+        Command::Execute(Step::SendConfirmation) => Outgoing::message(
+            source,
+            &SendConfirmation { saga: s, customer_id: o.customer_id.clone(), pet_id, amount: o.amount },
+            ctx,
+        ),
         Command::Compensate(Step::ReservePet) => Outgoing::message(source, &ReleasePet { saga: s, pet_id }, ctx),
         Command::Compensate(Step::ProcessPayment) => Outgoing::message(source, &RefundPayment { saga: s }, ctx),
         Command::Compensate(Step::ScheduleDelivery) => Outgoing::message(source, &CancelDelivery { saga: s }, ctx),

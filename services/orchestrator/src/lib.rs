@@ -25,12 +25,19 @@ pub const SERVICE: &str = "orchestrator";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/orchestrator");
 
 /// The channels the orchestrator consumes: new orders and every participant's replies.
-const INPUTS: [&str; 5] =
-    [channels::ORDER_EVENTS, channels::INVENTORY_EVENTS, channels::PAYMENT_EVENTS, channels::DELIVERY_EVENTS, channels::NOTIFICATION_EVENTS];
+const INPUTS: [&str; 5] = [
+    channels::ORDER_EVENTS,
+    channels::INVENTORY_EVENTS,
+    channels::PAYMENT_EVENTS,
+    channels::DELIVERY_EVENTS,
+    channels::NOTIFICATION_EVENTS,
+];
 
 /// Opens storage, starts the outbox relay and the consumers, and builds the routes.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, SagaState::default).await.map_err(StartError::at(SERVICE, "opening storage"))?;
+    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, SagaState::default)
+        .await
+        .map_err(StartError::at(SERVICE, "opening storage"))?;
     let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
         .await
         .map_err(StartError::at(SERVICE, "joining the bus"))?;
@@ -47,7 +54,11 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
         .map_err(StartError::at(SERVICE, "subscribing"))?;
     }
     ctx.close_on_shutdown(&bus);
-    Ok(Service { name: SERVICE, router: router(store), readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())] })
+    Ok(Service {
+        name: SERVICE,
+        router: router(store),
+        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+    })
 }
 
 async fn handle(store: &SagaStore, message: Envelope) -> Result<(), HandlerError> {

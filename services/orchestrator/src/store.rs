@@ -85,7 +85,8 @@ impl SagaStore {
             let (mut saga, new) = match current {
                 Some(saga) => (saga, &events[..]),
                 None => {
-                    let saga = Saga::replay(events.iter().take(1).map(|e| (e, at))).ok_or_else(|| codec("a saga must begin with Started"))?;
+                    let saga = Saga::replay(events.iter().take(1).map(|e| (e, at)))
+                        .ok_or_else(|| codec("a saga must begin with Started"))?;
                     (saga, &events[1..])
                 }
             };
@@ -105,7 +106,12 @@ impl SagaStore {
                 .handle_once(SERVICE, message, |state| {
                     let history = state.log.load(saga_id);
                     let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
-                    state.log.append(saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at)?;
+                    state.log.append(
+                        saga_id,
+                        expected(&history),
+                        &stored(&advanced.events),
+                        advanced.saga.updated_at,
+                    )?;
                     state.by_order.insert(advanced.saga.order.order_id, saga_id);
                     Ok::<_, StoreError>((Some(advanced), outgoing))
                 })
@@ -113,7 +119,9 @@ impl SagaStore {
             Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
                 let history = EVENTS.load::<StoredEvent>(conn, saga_id).await?;
                 let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
-                EVENTS.append(conn, saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at).await?;
+                EVENTS
+                    .append(conn, saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at)
+                    .await?;
                 project(conn, &advanced.saga, expected(&history) + expected_len(&advanced.events)).await?;
                 Ok((Some(advanced), outgoing))
             })
@@ -138,7 +146,10 @@ impl SagaStore {
         let saga_id = match &self.storage {
             Storage::Memory(memory) => memory.read(|s| s.by_order.get(&order_id).copied()),
             Storage::Postgres { pool, .. } => {
-                sqlx::query_scalar("SELECT saga_id FROM sagas WHERE order_id = $1").bind(order_id).fetch_optional(pool).await?
+                sqlx::query_scalar("SELECT saga_id FROM sagas WHERE order_id = $1")
+                    .bind(order_id)
+                    .fetch_optional(pool)
+                    .await?
             }
         };
         match saga_id {

@@ -117,13 +117,15 @@ async fn place_order(
 
 /// Asks the inventory (request/response over the bus) what the pet is and costs.
 async fn lookup_pet(app: &AppState, pet_id: &str, ctx: &MessageContext) -> Result<PetStatus, ApiError> {
-    let request = Envelope::from_message(app.bus.source(), &GetPetStatus { pet_id: pet_id.to_owned() }, ctx).map_err(ApiError::internal)?;
-    let reply = app.bus.request(channels::INVENTORY_QUERIES, request, app.pet_lookup_timeout).await.map_err(|e| match e {
-        BusError::Timeout { .. } | BusError::Backend { .. } | BusError::Closed => {
-            ApiError::unavailable("the inventory did not answer; try again shortly", 2, e)
-        }
-        other => ApiError::internal(other),
-    })?;
+    let request = Envelope::from_message(app.bus.source(), &GetPetStatus { pet_id: pet_id.to_owned() }, ctx)
+        .map_err(ApiError::internal)?;
+    let reply =
+        app.bus.request(channels::INVENTORY_QUERIES, request, app.pet_lookup_timeout).await.map_err(|e| match e {
+            BusError::Timeout { .. } | BusError::Backend { .. } | BusError::Closed => {
+                ApiError::unavailable("the inventory did not answer; try again shortly", 2, e)
+            }
+            other => ApiError::internal(other),
+        })?;
     reply.decode::<PetStatus>().map_err(ApiError::internal)
 }
 

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What happened to an order.
+// `Placed` carries the whole order and the others almost nothing; events are short-lived
+// values read one aggregate at a time, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OrderEvent {
@@ -178,7 +181,11 @@ impl Order {
 
     /// Cancels a pending order.
     pub fn reject(&self, reason: &str) -> Vec<OrderEvent> {
-        if self.status == OrderStatus::Pending { vec![OrderEvent::Cancelled { reason: reason.to_owned() }] } else { Vec::new() }
+        if self.status == OrderStatus::Pending {
+            vec![OrderEvent::Cancelled { reason: reason.to_owned() }]
+        } else {
+            Vec::new()
+        }
     }
 
     /// The message that announces `event` on `order-events`.

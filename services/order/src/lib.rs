@@ -36,7 +36,9 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
 
 /// Like [`start`], also returning the store (for tests and maintenance commands).
 pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderStore), StartError> {
-    let storage = Storage::open(ctx, SCHEMA, &MIGRATOR, OrderState::default).await.map_err(StartError::at(SERVICE, "opening storage"))?;
+    let storage = Storage::open(ctx, SCHEMA, &MIGRATOR, OrderState::default)
+        .await
+        .map_err(StartError::at(SERVICE, "opening storage"))?;
     let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
         .await
         .map_err(StartError::at(SERVICE, "joining the bus"))?;
@@ -55,7 +57,11 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         bus,
         pet_lookup_timeout: Duration::from_millis(ctx.settings.services.order.pet_lookup_timeout_ms),
     };
-    let service = Service { name: SERVICE, router: router(state), readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())] };
+    let service = Service {
+        name: SERVICE,
+        router: router(state),
+        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+    };
     Ok((service, store))
 }
 

@@ -76,7 +76,7 @@ impl OrderStore {
     ) -> Result<(), StoreError> {
         let ctx = MessageContext::caused_by(message);
         let source = self.source.clone();
-        let evolve = move |history: &[Recorded<OrderEvent>]| -> Result<Option<(Order, Vec<OrderEvent>, Vec<Outgoing>)>, StoreError> {
+        let evolve = move |history: &[Recorded<OrderEvent>]| -> Result<Option<Evolution>, StoreError> {
             let Some(mut order) = Order::replay(history) else {
                 return Err(codec(format!("no order {order_id}")));
             };
@@ -94,7 +94,12 @@ impl OrderStore {
                 .handle_once(SERVICE, message, |state| {
                     let history = state.log.load(order_id);
                     let Some((order, events, outgoing)) = evolve(&history)? else { return Ok(((), Vec::new())) };
-                    state.log.append(order_id, i64::try_from(history.len()).unwrap_or(i64::MAX), &events, order.updated_at)?;
+                    state.log.append(
+                        order_id,
+                        i64::try_from(history.len()).unwrap_or(i64::MAX),
+                        &events,
+                        order.updated_at,
+                    )?;
                     state.orders.insert(order_id, order);
                     Ok::<_, StoreError>(((), outgoing))
                 })
@@ -102,7 +107,9 @@ impl OrderStore {
             Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
                 let history = EVENTS.load::<OrderEvent>(conn, order_id).await?;
                 let Some((order, events, outgoing)) = evolve(&history)? else { return Ok(((), Vec::new())) };
-                EVENTS.append(conn, order_id, i64::try_from(history.len()).unwrap_or(i64::MAX), &events, order.updated_at).await?;
+                EVENTS
+                    .append(conn, order_id, i64::try_from(history.len()).unwrap_or(i64::MAX), &events, order.updated_at)
+                    .await?;
                 project(conn, &order).await?;
                 Ok(((), outgoing))
             })
@@ -162,6 +169,10 @@ impl OrderStore {
         }
     }
 }
+
+/// An order after a command: its new state, the events that got it there and the messages
+/// announcing them.
+type Evolution = (Order, Vec<OrderEvent>, Vec<Outgoing>);
 
 fn fold_all(events: &[Recorded<OrderEvent>]) -> HashMap<Uuid, Order> {
     let mut orders: HashMap<Uuid, Order> = HashMap::new();

@@ -15,7 +15,12 @@ fn placed(customer: &str) -> OrderEvent {
         pet_id: "goldfish-004".into(),
         amount: Decimal::new(2500, 2),
         currency: "USD".into(),
-        shipping_address: Address { street: "1 Main St".into(), city: "Springfield".into(), postal_code: "1".into(), country: "US".into() },
+        shipping_address: Address {
+            street: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "1".into(),
+            country: "US".into(),
+        },
         payment_method: PaymentMethod::CreditCard,
         special_instructions: None,
     }
@@ -25,7 +30,10 @@ async fn rebuild_gives_back_the_same_orders(store: OrderStore, wipe: impl AsyncF
     let ctx = MessageContext::correlated("test");
     let kept = store.place(placed("a"), &ctx).await.expect("place");
     let cancelled = store.place(placed("b"), &ctx).await.expect("place");
-    let reject = RejectOrder { saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.order_id }, reason: "declined".into() };
+    let reject = RejectOrder {
+        saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.order_id },
+        reason: "declined".into(),
+    };
     let message = Envelope::from_message("/test", &reject, &ctx).expect("envelope");
     store.handle(&message, cancelled.order_id, |o| o.reject("declined")).await.expect("reject");
     // A redelivered command changes nothing.

@@ -82,7 +82,12 @@ pub(crate) type Decision = (Option<Payment>, Outgoing);
 
 /// Charges the customer unless this saga's payment was already attempted, in which case the
 /// earlier outcome is repeated (never a second charge).
-pub(crate) fn process(existing: Option<Payment>, cmd: &ProcessPayment, source: &str, ctx: &MessageContext) -> Result<Decision, BusError> {
+pub(crate) fn process(
+    existing: Option<Payment>,
+    cmd: &ProcessPayment,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Decision, BusError> {
     let (payment, changed) = match existing {
         Some(p) => (p, false),
         None => {
@@ -106,7 +111,10 @@ pub(crate) fn process(existing: Option<Payment>, cmd: &ProcessPayment, source: &
     let reply = match payment.status {
         PaymentStatus::Declined => Outgoing::message(
             source,
-            &PaymentFailed { saga: cmd.saga, reason: payment.decline_reason.clone().unwrap_or_else(|| "declined".into()) },
+            &PaymentFailed {
+                saga: cmd.saga,
+                reason: payment.decline_reason.clone().unwrap_or_else(|| "declined".into()),
+            },
             ctx,
         )?,
         PaymentStatus::Charged | PaymentStatus::Refunded => Outgoing::message(
@@ -120,7 +128,12 @@ pub(crate) fn process(existing: Option<Payment>, cmd: &ProcessPayment, source: &
 
 /// Refunds this saga's charge; with nothing charged (no payment, declined, or already
 /// refunded) nothing more is given back.
-pub(crate) fn refund(existing: Option<Payment>, cmd: &RefundPayment, source: &str, ctx: &MessageContext) -> Result<Decision, BusError> {
+pub(crate) fn refund(
+    existing: Option<Payment>,
+    cmd: &RefundPayment,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Decision, BusError> {
     let (changed, amount) = match existing {
         Some(mut p) if p.status == PaymentStatus::Charged => {
             p.status = PaymentStatus::Refunded;
@@ -152,7 +165,8 @@ mod tests {
 
     #[test]
     fn the_test_card_is_declined_and_nothing_is_charged() {
-        let (saved, reply) = process(None, &charge(PaymentMethod::DeclinedCard), "/t", &MessageContext::default()).expect("decide");
+        let (saved, reply) =
+            process(None, &charge(PaymentMethod::DeclinedCard), "/t", &MessageContext::default()).expect("decide");
         assert_eq!(saved.expect("saved").status, PaymentStatus::Declined);
         assert!(reply.envelope.is::<PaymentFailed>());
     }

@@ -26,7 +26,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/payment");
 
 /// Opens storage, starts the outbox relay and the command consumer.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, Default::default).await.map_err(StartError::at(SERVICE, "opening storage"))?;
+    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, Default::default)
+        .await
+        .map_err(StartError::at(SERVICE, "opening storage"))?;
     let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
         .await
         .map_err(StartError::at(SERVICE, "joining the bus"))?;
@@ -40,7 +42,11 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     .await
     .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
     ctx.close_on_shutdown(&bus);
-    Ok(Service { name: SERVICE, router: router(), readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())] })
+    Ok(Service {
+        name: SERVICE,
+        router: router(),
+        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+    })
 }
 
 /// The service's HTTP API: payments are internal to sagas, so only the ops routes (added by

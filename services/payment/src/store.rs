@@ -38,12 +38,24 @@ impl PaymentStore {
     }
 
     /// Handles `ProcessPayment` once.
-    pub async fn process(&self, message: &Envelope, cmd: &ProcessPayment, source: &str, ctx: &MessageContext) -> Result<(), StoreError> {
+    pub async fn process(
+        &self,
+        message: &Envelope,
+        cmd: &ProcessPayment,
+        source: &str,
+        ctx: &MessageContext,
+    ) -> Result<(), StoreError> {
         self.execute(message, cmd.saga.saga_id, |existing| domain::process(existing, cmd, source, ctx)).await
     }
 
     /// Handles `RefundPayment` once.
-    pub async fn refund(&self, message: &Envelope, cmd: &RefundPayment, source: &str, ctx: &MessageContext) -> Result<(), StoreError> {
+    pub async fn refund(
+        &self,
+        message: &Envelope,
+        cmd: &RefundPayment,
+        source: &str,
+        ctx: &MessageContext,
+    ) -> Result<(), StoreError> {
         self.execute(message, cmd.saga.saga_id, |existing| domain::refund(existing, cmd, source, ctx)).await
     }
 
@@ -78,9 +90,14 @@ impl PaymentStore {
     /// The payment of an order's saga, if one was attempted.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
         match &self.0 {
-            Storage::Memory(memory) => Ok(memory.read(|s| s.by_saga.values().find(|p| p.order_id == order_id).cloned())),
+            Storage::Memory(memory) => {
+                Ok(memory.read(|s| s.by_saga.values().find(|p| p.order_id == order_id).cloned()))
+            }
             Storage::Postgres { pool, .. } => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE order_id = $1"))).bind(order_id).fetch_optional(pool).await?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE order_id = $1")))
+                    .bind(order_id)
+                    .fetch_optional(pool)
+                    .await?;
                 row.as_ref().map(decode).transpose()
             }
         }
@@ -136,7 +153,8 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Payment, StoreError> {
         currency: row.try_get("currency")?,
         payment_method: serde_json::from_value(serde_json::Value::String(method.clone()))
             .map_err(|_| StoreError::Codec(format!("unknown payment method {method}")))?,
-        status: PaymentStatus::parse(&status).ok_or_else(|| StoreError::Codec(format!("unknown payment status {status}")))?,
+        status: PaymentStatus::parse(&status)
+            .ok_or_else(|| StoreError::Codec(format!("unknown payment status {status}")))?,
         decline_reason: row.try_get("decline_reason")?,
         created_at: row.try_get("created_at")?,
         refunded_at: row.try_get("refunded_at")?,

@@ -44,7 +44,10 @@ impl Cluster {
         let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
         let db_name = format!("e2e_{id}");
         let mut admin = PgConnection::connect(&server_url).await.expect("connect to PostgreSQL (run dev/infra.sh)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await.expect("create database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
         let database_url = match server_url.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{db_name}"),
             None => panic!("DATABASE_URL has no database part: {server_url}"),

@@ -40,11 +40,8 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
 /// Middleware: resolves the correlation id, makes it available to handlers and error
 /// bodies, and sets `X-Correlation-ID` on the response.
 pub(super) async fn correlate(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(acceptable)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id =
+        req.headers().get(CORRELATION_HEADER).and_then(acceptable).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(CorrelationId(id.clone()));
     let mut response = CORRELATION_ID.scope(id.clone(), next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -114,7 +114,11 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self {
             cause: Some(cause.to_string()),
-            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemType::Internal, "the server could not complete the request")
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ProblemType::Internal,
+                "the server could not complete the request",
+            )
         }
     }
 

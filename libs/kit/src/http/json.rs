@@ -25,7 +25,9 @@ where
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => ApiError::validation(format!("invalid body: {}", source_text(&e))),
-                JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(format!("malformed JSON: {}", source_text(&e))),
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::bad_request(format!("malformed JSON: {}", source_text(&e)))
+                }
                 JsonRejection::MissingJsonContentType(_) => ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     ProblemType::UnsupportedMediaType,

@@ -20,7 +20,11 @@ pub fn layers(router: Router) -> Router {
     router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ProblemType::MethodNotAllowed, "method not allowed on this route")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ProblemType::MethodNotAllowed,
+                "method not allowed on this route",
+            )
         })
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(correlate))
@@ -60,15 +64,22 @@ async fn ready(State(ops): State<Ops>) -> Response {
     for check in ops.checks.iter() {
         let result = check.check().await;
         all_ok &= result.is_ok();
-        checks.insert(check.name().to_owned(), result.map_or_else(|e| json!({"status": "down", "error": e}), |()| json!({"status": "up"})));
+        checks.insert(
+            check.name().to_owned(),
+            result.map_or_else(|e| json!({"status": "down", "error": e}), |()| json!({"status": "up"})),
+        );
     }
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks }))).into_response()
+    (status, axum::Json(json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks })))
+        .into_response()
 }
 
 async fn render_metrics(State(ops): State<Ops>) -> Response {
     match ops.metrics {
-        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "metrics are not enabled in this process").into_response(),
+        Some(handle) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+        }
+        None => ApiError::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "metrics are not enabled in this process")
+            .into_response(),
     }
 }

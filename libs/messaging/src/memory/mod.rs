@@ -124,7 +124,10 @@ impl Channel {
             StartFrom::Earliest => state.log.clone(),
             StartFrom::Latest => VecDeque::new(),
         };
-        let group = Arc::new(Group { state: Mutex::new(GroupState { pending, ..GroupState::default() }), notify: Notify::new() });
+        let group = Arc::new(Group {
+            state: Mutex::new(GroupState { pending, ..GroupState::default() }),
+            notify: Notify::new(),
+        });
         state.groups.insert(name, group.clone());
         group
     }

@@ -60,7 +60,10 @@ async fn retention_bounds_what_a_late_group_replays() {
     for n in 1..=3 {
         backend.publish("c", &envelope("k", n)).await.expect("publish");
     }
-    let mut late = backend.subscribe("c", SubscribeOptions { group: Some("late".into()), start: StartFrom::Earliest }).await.expect("subscribe");
+    let mut late = backend
+        .subscribe("c", SubscribeOptions { group: Some("late".into()), start: StartFrom::Earliest })
+        .await
+        .expect("subscribe");
     let got = late.receive(10, Duration::ZERO).await.expect("receive");
     assert_eq!(got.iter().map(seq).collect::<Vec<_>>(), ["k-2", "k-3"]);
 }

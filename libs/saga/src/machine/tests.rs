@@ -8,7 +8,12 @@ fn order() -> OrderDetails {
         pet_id: "goldfish-004".into(),
         amount: Decimal::new(2500, 2),
         currency: "USD".into(),
-        shipping_address: Address { street: "1 Main St".into(), city: "Springfield".into(), postal_code: "12345".into(), country: "US".into() },
+        shipping_address: Address {
+            street: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "12345".into(),
+            country: "US".into(),
+        },
         payment_method: PaymentMethod::CreditCard,
     }
 }
@@ -43,7 +48,11 @@ fn happy_path_runs_all_five_steps_and_approves_the_order() {
         Reply::Succeeded(SendConfirmation),
     ]);
     assert_eq!(saga.status, SagaStatus::Completed);
-    assert!(saga.steps.iter().all(|s| s.status == StepStatus::Succeeded && s.started_at.is_some() && s.finished_at.is_some()));
+    assert!(
+        saga.steps
+            .iter()
+            .all(|s| s.status == StepStatus::Succeeded && s.started_at.is_some() && s.finished_at.is_some())
+    );
     assert_eq!(
         commands,
         [
@@ -65,10 +74,18 @@ fn failures_compensate_completed_steps_in_reverse_order() {
         compensations: Vec<Step>,
     }
     let cases = [
-        Case { name: "reservation refused", replies: vec![Reply::Failed(ReservePet, "sold".into())], compensations: vec![] },
+        Case {
+            name: "reservation refused",
+            replies: vec![Reply::Failed(ReservePet, "sold".into())],
+            compensations: vec![],
+        },
         Case {
             name: "payment declined",
-            replies: vec![Reply::Succeeded(ReservePet), Reply::Failed(ProcessPayment, "declined".into()), Reply::Compensated(ReservePet)],
+            replies: vec![
+                Reply::Succeeded(ReservePet),
+                Reply::Failed(ProcessPayment, "declined".into()),
+                Reply::Compensated(ReservePet),
+            ],
             compensations: vec![ReservePet],
         },
         Case {
@@ -91,15 +108,26 @@ fn failures_compensate_completed_steps_in_reverse_order() {
         let (saga, commands) = run(&replies);
         assert_eq!(saga.status, SagaStatus::Compensated, "{}", case.name);
         assert!(saga.reason.is_some(), "{}", case.name);
-        let sent: Vec<Step> = commands.iter().filter_map(|c| if let Command::Compensate(s) = c { Some(*s) } else { None }).collect();
+        let sent: Vec<Step> =
+            commands.iter().filter_map(|c| if let Command::Compensate(s) = c { Some(*s) } else { None }).collect();
         assert_eq!(sent, case.compensations, "{}", case.name);
-        assert_eq!(&commands[commands.len() - 2..], [Command::SendCancellationNotice, Command::RejectOrder], "{}", case.name);
+        assert_eq!(
+            &commands[commands.len() - 2..],
+            [Command::SendCancellationNotice, Command::RejectOrder],
+            "{}",
+            case.name
+        );
     }
 }
 
 #[test]
 fn compensated_saga_keeps_the_reason_of_the_failed_step() {
-    let (saga, _) = run(&[Reply::Succeeded(ReservePet), Reply::Failed(ProcessPayment, "card declined".into()), Reply::Compensated(ReservePet), Reply::NoticeSent]);
+    let (saga, _) = run(&[
+        Reply::Succeeded(ReservePet),
+        Reply::Failed(ProcessPayment, "card declined".into()),
+        Reply::Compensated(ReservePet),
+        Reply::NoticeSent,
+    ]);
     assert_eq!(saga.reason.as_deref(), Some("card declined"));
     assert_eq!(saga.step(ProcessPayment).status, StepStatus::Failed);
     assert_eq!(saga.step(ReservePet).status, StepStatus::Compensated);
@@ -125,7 +153,10 @@ fn a_failing_confirmation_is_retried_and_never_compensates() {
 #[test]
 fn a_compensation_that_keeps_failing_fails_the_saga() {
     let mut replies = vec![Reply::Succeeded(ReservePet), Reply::Failed(ProcessPayment, "declined".into())];
-    replies.extend(std::iter::repeat_n(Reply::CompensationFailed(ReservePet, "db down".into()), MAX_COMPENSATION_ATTEMPTS as usize));
+    replies.extend(std::iter::repeat_n(
+        Reply::CompensationFailed(ReservePet, "db down".into()),
+        MAX_COMPENSATION_ATTEMPTS as usize,
+    ));
     let (saga, commands) = run(&replies);
     assert_eq!(saga.status, SagaStatus::Failed);
     assert!(saga.reason.as_deref().is_some_and(|r| r.contains("release the reservation")), "{:?}", saga.reason);
