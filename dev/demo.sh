@@ -20,18 +20,21 @@ done
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 say() { printf '  %s\n' "$*"; }
 
-api() { # method path [customer] [body] → prints body; status in $STATUS, headers in $HEADERS
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+api() { # method path [customer] [body] → prints the body; `status` and `header NAME` read the rest
   local method=$1 path=$2 customer=${3:-} body=${4:-}
-  local args=(-sS -X "$method" -D /tmp/demo-headers.$$ -o /tmp/demo-body.$$ -w '%{http_code}' -H 'accept: application/json')
+  local args=(-sS -X "$method" -D "$WORK/headers" -o "$WORK/body" -w '%{http_code}' -H 'accept: application/json')
   [ -n "$customer" ] && args+=(-H "x-customer-id: $customer")
   [ -n "$body" ] && args+=(-H 'content-type: application/json' --data "$body")
-  STATUS=$(curl "${args[@]}" "$BASE_URL$path") || { echo "cannot reach $BASE_URL — is the pet store running?" >&2; exit 1; }
-  HEADERS=$(cat /tmp/demo-headers.$$)
-  cat /tmp/demo-body.$$
-  rm -f /tmp/demo-headers.$$ /tmp/demo-body.$$
+  curl "${args[@]}" "$BASE_URL$path" >"$WORK/status" || { echo "cannot reach $BASE_URL — is the pet store running?" >&2; exit 1; }
+  cat "$WORK/body"
 }
 
-header() { printf '%s' "$HEADERS" | tr -d '\r' | awk -v h="$(echo "$1" | tr 'A-Z' 'a-z')" 'tolower($1) == h":" {print $2}'; }
+status() { cat "$WORK/status"; }
+
+header() { tr -d '\r' <"$WORK/headers" | awk -v h="$(echo "$1" | tr 'A-Z' 'a-z')" 'tolower($1) == h":" {print $2}'; }
 
 address='{"street":"742 Evergreen Terrace","city":"Springfield","postal_code":"49007","country":"US"}'
 
@@ -65,13 +68,14 @@ show_saga() {
 place() { # customer pet method → prints the 202 body
   local body
   body=$(api POST /orders "$1" "$(order_body "$2" "$3")")
-  [ "$STATUS" = 202 ] || { echo "POST /orders answered $STATUS: $body" >&2; exit 1; }
+  [ "$(status)" = 202 ] || { echo "POST /orders answered $(status): $body" >&2; exit 1; }
   echo "$body"
 }
 
 catalog() {
   bold "Catalog: GET /pets?category=dog, twice"
-  api GET "/pets?category=dog&limit=3" | jq -r '.items[] | "  \(.pet_id)  \(.name)  $\(.price)  \(.status)"'
+  api GET "/pets?category=dog&limit=3" >"$WORK/pets"
+  jq -r '.items[] | "  \(.pet_id)  \(.name)  $\(.price)  \(.status)"' "$WORK/pets"
   say "X-Cache: $(header x-cache)"
   api GET "/pets?category=dog&limit=3" >/dev/null
   say "X-Cache: $(header x-cache)   (served from the cache)"
@@ -107,11 +111,13 @@ race() {
   local pet a b
   pet=$(first_available_pet)
   bold "Race: carol and dave order $pet at the same moment"
-  place carol "$pet" credit_card >/tmp/demo-a.$$ &
-  place dave "$pet" credit_card >/tmp/demo-b.$$ &
+  # Each racer gets its own scratch directory so the two requests do not share files.
+  (WORK=$(mktemp -d); place carol "$pet" credit_card >"$WORK/../demo-race-a.$$"; rm -rf "$WORK") &
+  (WORK=$(mktemp -d); place dave "$pet" credit_card >"$WORK/../demo-race-b.$$"; rm -rf "$WORK") &
   wait
-  a=$(jq -r .order_id /tmp/demo-a.$$); b=$(jq -r .order_id /tmp/demo-b.$$)
-  rm -f /tmp/demo-a.$$ /tmp/demo-b.$$
+  local tmp; tmp=$(dirname "$(mktemp -u)")
+  a=$(jq -r .order_id "$tmp/demo-race-a.$$"); b=$(jq -r .order_id "$tmp/demo-race-b.$$")
+  rm -f "$tmp/demo-race-a.$$" "$tmp/demo-race-b.$$"
   say "carol: $(wait_for_saga "$a" carol | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
   say "dave:  $(wait_for_saga "$b" dave | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
   say "pet status: $(api GET "/pets/$pet" | jq -r .status)"
