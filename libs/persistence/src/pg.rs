@@ -5,6 +5,7 @@
 use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
+use futures::future::join_all;
 use messaging::Envelope;
 use sqlx::{
     PgConnection, PgPool, Row,
@@ -130,20 +131,27 @@ impl OutboxStore for PgOutbox {
             .bind(i64::try_from(max).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await?;
-        let mut delivered = Vec::with_capacity(rows.len());
-        let mut failure = None;
+        let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq")?;
             let channel: String = row.try_get("channel")?;
             let json: serde_json::Value = row.try_get("envelope")?;
-            let envelope =
-                Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
-            match sink.deliver(&channel, &envelope).await {
-                Ok(()) => delivered.push(seq),
-                Err(e) => {
+            let envelope = Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
+            batch.push((seq, channel, envelope));
+        }
+        // All of the batch in flight at once: each publish is enqueued in order when first
+        // polled, so a transport that keeps per-partition order (Kafka's idempotent producer)
+        // keeps it, and the batch costs one round trip instead of one per message.
+        let results = join_all(batch.iter().map(|(_, channel, envelope)| sink.deliver(channel, envelope))).await;
+        let mut delivered = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for ((seq, channel, _), result) in batch.iter().zip(results) {
+            match result {
+                Ok(()) => delivered.push(*seq),
+                Err(e) if failure.is_none() => {
                     failure = Some(StoreError::Codec(format!("publishing outbox row {seq} to {channel}: {e}")));
-                    break;
                 }
+                Err(_) => {}
             }
         }
         if !delivered.is_empty() {

@@ -24,8 +24,9 @@ impl OutboxSink for Bus {
 /// An outbox the relay can drain.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Delivers up to `max` pending messages, oldest first, removing each once delivered.
-    /// Stops at the first failure so that order is kept; returns how many were delivered.
+    /// Delivers up to `max` pending messages, oldest first, removing each once delivered;
+    /// returns how many were delivered, or the first failure (the failed messages stay and
+    /// are delivered again, so a consumer may see one twice: the inbox drops the repeat).
     async fn relay(&self, max: usize, sink: &dyn OutboxSink) -> Result<usize, StoreError>;
     /// Returns when new messages may be pending, or after `timeout`.
     async fn wait_for_messages(&self, timeout: Duration);
