@@ -1,0 +1,110 @@
+//! The storage building blocks on a real PostgreSQL: optimistic concurrency of the event
+//! store, the inbox dropping redeliveries, and the relay keeping order through failures.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use contracts::inventory::GetPetStatus;
+use messaging::{BusError, Envelope, MessageContext};
+use persistence::{DomainEvent, OutboxSink, OutboxStore, Outgoing, StoreError, pg};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
+const THINGS: pg::EventTable = pg::EventTable::new("thing_events");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Renamed {
+    name: String,
+}
+
+impl DomainEvent for Renamed {
+    fn event_type(&self) -> &'static str {
+        "renamed"
+    }
+}
+
+async fn schema() -> PgPool {
+    let url = kit::testing::fresh_database().await;
+    let pool = pg::connect(&url, "things", 4).await.expect("connect");
+    pg::migrate(&pool, "things", &MIGRATOR).await.expect("migrate");
+    pool
+}
+
+fn message(n: usize) -> Envelope {
+    Envelope::from_message("/test", &GetPetStatus { pet_id: format!("pet-{n}") }, &MessageContext::default()).expect("envelope")
+}
+
+#[tokio::test]
+async fn two_writers_of_one_version_conflict_and_the_loser_changes_nothing() {
+    let pool = schema().await;
+    let id = Uuid::now_v7();
+    let mut conn = pool.acquire().await.expect("conn");
+    let first = [Renamed { name: "a".into() }];
+    assert_eq!(THINGS.append(&mut conn, id, 0, &first, Utc::now()).await.expect("first append"), 1);
+    let err = THINGS.append(&mut conn, id, 0, &[Renamed { name: "b".into() }], Utc::now()).await.expect_err("stale writer");
+    assert!(matches!(err, StoreError::Conflict { expected: 0, .. }), "{err}");
+    let history = THINGS.load::<Renamed>(&mut conn, id).await.expect("load");
+    assert_eq!(history.iter().map(|r| (r.version, r.event.name.as_str())).collect::<Vec<_>>(), [(1, "a")]);
+}
+
+#[tokio::test]
+async fn a_redelivered_message_is_handled_once() {
+    let pool = schema().await;
+    let msg = message(1);
+    for _ in 0..3 {
+        pg::handle_once(&pool, "counter", &msg, async |conn| {
+            sqlx::query("INSERT INTO counters VALUES ('n', 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
+                .execute(&mut *conn)
+                .await?;
+            Ok(((), vec![Outgoing { channel: "out".into(), envelope: message(2) }]))
+        })
+        .await
+        .expect("handle");
+    }
+    let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'n'").fetch_one(&pool).await.expect("value");
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.expect("outbox");
+    assert_eq!((value, outbox), (1, 1));
+}
+
+/// Records what it is given; fails every delivery while `failing` is set.
+#[derive(Default)]
+struct Recorder {
+    delivered: Mutex<Vec<String>>,
+    failing: Mutex<bool>,
+}
+
+#[async_trait]
+impl OutboxSink for Recorder {
+    async fn deliver(&self, _channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        if *self.failing.lock().expect("lock") {
+            return Err(BusError::transient("test", "broker unreachable"));
+        }
+        let pet = envelope.decode::<GetPetStatus>().expect("decode").pet_id;
+        self.delivered.lock().expect("lock").push(pet);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_relay_keeps_messages_while_the_transport_fails_and_then_delivers_them_in_order() {
+    let pool = schema().await;
+    let mut tx = pool.begin().await.expect("tx");
+    for n in 0..5 {
+        pg::enqueue(&mut tx, "out", &message(n)).await.expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let outbox = pg::PgOutbox::new(pool.clone(), "things");
+    let sink = Recorder::default();
+
+    *sink.failing.lock().expect("lock") = true;
+    assert!(outbox.relay(100, &sink).await.is_err(), "a failing transport is reported");
+    assert_eq!(outbox.backlog().await.expect("backlog"), 5, "nothing is dropped");
+
+    *sink.failing.lock().expect("lock") = false;
+    assert_eq!(outbox.relay(100, &sink).await.expect("relay"), 5);
+    assert_eq!(outbox.backlog().await.expect("backlog"), 0);
+    assert_eq!(*sink.delivered.lock().expect("lock"), ["pet-0", "pet-1", "pet-2", "pet-3", "pet-4"]);
+}
