@@ -24,7 +24,13 @@ struct Sample {
     client_ms: f64,
 }
 
-async fn run_order(http: &reqwest::Client, base: &str, customer: &str, pet: &str, method: &str) -> Result<Sample, String> {
+async fn run_order(
+    http: &reqwest::Client,
+    base: &str,
+    customer: &str,
+    pet: &str,
+    method: &str,
+) -> Result<Sample, String> {
     let started = Instant::now();
     let body = json!({
         "pet_id": pet,
@@ -44,7 +50,8 @@ async fn run_order(http: &reqwest::Client, base: &str, customer: &str, pet: &str
     let order_id = placed["order_id"].as_str().ok_or_else(|| format!("order refused: {placed}"))?.to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let response = http.get(format!("{base}/orders/{order_id}/status")).header("x-customer-id", customer).send().await;
+        let response =
+            http.get(format!("{base}/orders/{order_id}/status")).header("x-customer-id", customer).send().await;
         if let Ok(r) = response
             && let Ok(saga) = r.json::<Value>().await
             && matches!(saga["status"].as_str(), Some("completed" | "compensated" | "failed"))
@@ -106,7 +113,14 @@ fn report(name: &str, samples: &[Sample], wall: Duration) {
     );
 }
 
-async fn phase(http: &reqwest::Client, base: &str, name: &str, jobs: Vec<(String, String)>, method: &str, concurrency: usize) {
+async fn phase(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    jobs: Vec<(String, String)>,
+    method: &str,
+    concurrency: usize,
+) {
     let started = Instant::now();
     let results: Vec<Result<Sample, String>> = stream::iter(jobs)
         .map(|(customer, pet)| async move { run_order(http, base, &customer, &pet, method).await })
@@ -141,13 +155,18 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let pets: Vec<String> =
-        catalog["items"].as_array().map(|a| a.iter().filter_map(|p| p["pet_id"].as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    let pets: Vec<String> = catalog["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["pet_id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
     if pets.is_empty() {
         eprintln!("no available pets at {base}: restart the pet store to reset its catalog");
         std::process::exit(1);
     }
-    println!("petstore saga benchmark: {base}, {orders} declined orders at concurrency {concurrency}, then {} purchases", pets.len());
+    println!(
+        "petstore saga benchmark: {base}, {orders} declined orders at concurrency {concurrency}, then {} purchases",
+        pets.len()
+    );
     let declined = (0..orders).map(|i| (format!("bench-{}", i % concurrency), pets[i % pets.len()].clone())).collect();
     phase(&http, &base, "compensated (declined_card)", declined, "declined_card", concurrency).await;
     let bought = pets.iter().enumerate().map(|(i, p)| (format!("buyer-{i}"), p.clone())).collect();

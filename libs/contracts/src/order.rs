@@ -8,13 +8,11 @@ use uuid::Uuid;
 
 use crate::{Address, PaymentMethod, SagaRef, channels, message};
 
-/// A customer placed an order; the orchestrator starts saga `saga_id` for it.
+/// What a customer ordered: what the order service records and every saga step needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderCreated {
+pub struct OrderDetails {
     /// The order.
     pub order_id: Uuid,
-    /// The saga that will process it.
-    pub saga_id: Uuid,
     /// Who ordered.
     pub customer_id: String,
     /// What.
@@ -29,10 +27,20 @@ pub struct OrderCreated {
     pub payment_method: PaymentMethod,
     /// Free text for the delivery.
     pub special_instructions: Option<String>,
+}
+
+/// A customer placed an order; the orchestrator starts saga `saga_id` for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    /// What was ordered.
+    #[serde(flatten)]
+    pub order: OrderDetails,
+    /// The saga that will process it.
+    pub saga_id: Uuid,
     /// When the order was placed.
     pub created_at: DateTime<Utc>,
 }
-message!(OrderCreated, "petstore.order.order-created.v1", channels::ORDER_EVENTS, |m| m.order_id.to_string());
+message!(OrderCreated, "petstore.order.order-created.v1", channels::ORDER_EVENTS, |m| m.order.order_id.to_string());
 
 /// The order's saga completed: the pet is sold and on its way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ mod relay;
 mod storage;
 
 pub use relay::{OutboxSink, OutboxStore, run_relay};
-pub use storage::Storage;
+pub use storage::{Decision, Records, Storage, open_service};
 
 use messaging::{BusError, Envelope, MessageContext};
 

@@ -136,7 +136,8 @@ impl OutboxStore for PgOutbox {
             let seq: i64 = row.try_get("seq")?;
             let channel: String = row.try_get("channel")?;
             let json: serde_json::Value = row.try_get("envelope")?;
-            let envelope = Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
+            let envelope =
+                Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
             batch.push((seq, channel, envelope));
         }
         // All of the batch in flight at once: each publish is enqueued in order when first

@@ -1,11 +1,56 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kit::{Readiness, ServiceContext, StorageKind};
-use messaging::Bus;
-use sqlx::{PgPool, migrate::Migrator};
+use kit::{Readiness, ServiceContext, StartError, StorageKind};
+use messaging::{Bus, BusError, Envelope};
+use sqlx::{PgConnection, PgPool, migrate::Migrator};
 
-use crate::{OutboxStore, StoreError, memory::MemoryStore, pg, run_relay};
+use crate::{OutboxStore, Outgoing, StoreError, memory::MemoryStore, pg, run_relay};
+
+/// How one kind of record is found and kept — in a service's memory state and in its
+/// schema — so that [`Storage::decide_once`] can run a decision on it.
+pub trait Records: Send + Sync + 'static {
+    /// What identifies a record (a saga id, a pet id, …).
+    type Key: Send + Sync + ?Sized;
+    /// The record.
+    type Record: Clone + Send + Sync + 'static;
+    /// The service's in-memory state.
+    type State: Send + 'static;
+    /// The record in memory.
+    fn get(state: &Self::State, key: &Self::Key) -> Option<Self::Record>;
+    /// Stores the record in memory.
+    fn put(state: &mut Self::State, record: Self::Record);
+    /// Loads the record inside a transaction, locking it until the transaction ends.
+    fn load(
+        conn: &mut PgConnection,
+        key: &Self::Key,
+    ) -> impl Future<Output = Result<Option<Self::Record>, StoreError>> + Send;
+    /// Saves the record inside a transaction.
+    fn save(conn: &mut PgConnection, record: &Self::Record) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A participant's decision about one record: the record to save, if it changed, and the
+/// reply to send.
+pub type Decision<R> = (Option<R>, Outgoing);
+
+/// Opens a service's storage and its handle on the bus, starts its outbox relay and closes
+/// the bus on shutdown: what every service does before it subscribes and serves.
+pub async fn open_service<S: Send + 'static>(
+    ctx: &ServiceContext,
+    service: &'static str,
+    schema: &'static str,
+    migrator: &Migrator,
+    initial: impl FnOnce() -> S,
+) -> Result<(Storage<S>, Bus), StartError> {
+    let storage =
+        Storage::open(ctx, schema, migrator, initial).await.map_err(StartError::at(service, "opening storage"))?;
+    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, service, ctx.shutdown.clone())
+        .await
+        .map_err(StartError::at(service, "joining the bus"))?;
+    storage.start_relay(&bus, service, ctx);
+    ctx.close_on_shutdown(&bus);
+    Ok((storage, bus))
+}
 
 /// Where a service keeps its state, as configured: its own PostgreSQL schema, or memory.
 pub enum Storage<S> {
@@ -47,6 +92,39 @@ impl<S: Send + 'static> Storage<S> {
                 Ok(Self::Postgres { pool, schema })
             }
         }
+    }
+
+    /// Handles `message` once for `consumer`: loads the record at `key`, lets `decide` change
+    /// it and produce the reply, and saves both with the inbox entry, atomically. Returns the
+    /// record `decide` saved; `None` when nothing changed or the message was handled before.
+    pub async fn decide_once<R: Records<State = S>>(
+        &self,
+        consumer: &str,
+        message: &Envelope,
+        key: &R::Key,
+        decide: impl FnOnce(Option<R::Record>) -> Result<Decision<R::Record>, BusError> + Send,
+    ) -> Result<Option<R::Record>, StoreError> {
+        let codec = |e: BusError| StoreError::Codec(e.to_string());
+        let handled = match self {
+            Self::Memory(memory) => memory.handle_once(consumer, message, |state| {
+                let (saved, reply) = decide(R::get(state, key)).map_err(codec)?;
+                if let Some(record) = &saved {
+                    R::put(state, record.clone());
+                }
+                Ok::<_, StoreError>((saved, vec![reply]))
+            })?,
+            Self::Postgres { pool, .. } => {
+                pg::handle_once(pool, consumer, message, async |conn| {
+                    let (saved, reply) = decide(R::load(conn, key).await?).map_err(codec)?;
+                    if let Some(record) = &saved {
+                        R::save(conn, record).await?;
+                    }
+                    Ok((saved, vec![reply]))
+                })
+                .await?
+            }
+        };
+        Ok(handled.flatten())
     }
 
     /// Starts the outbox relay on the context's task tracker; it flushes on shutdown.

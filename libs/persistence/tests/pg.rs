@@ -34,7 +34,8 @@ async fn schema() -> PgPool {
 }
 
 fn message(n: usize) -> Envelope {
-    Envelope::from_message("/test", &GetPetStatus { pet_id: format!("pet-{n}") }, &MessageContext::default()).expect("envelope")
+    Envelope::from_message("/test", &GetPetStatus { pet_id: format!("pet-{n}") }, &MessageContext::default())
+        .expect("envelope")
 }
 
 #[tokio::test]
@@ -44,7 +45,8 @@ async fn two_writers_of_one_version_conflict_and_the_loser_changes_nothing() {
     let mut conn = pool.acquire().await.expect("conn");
     let first = [Renamed { name: "a".into() }];
     assert_eq!(THINGS.append(&mut conn, id, 0, &first, Utc::now()).await.expect("first append"), 1);
-    let err = THINGS.append(&mut conn, id, 0, &[Renamed { name: "b".into() }], Utc::now()).await.expect_err("stale writer");
+    let err =
+        THINGS.append(&mut conn, id, 0, &[Renamed { name: "b".into() }], Utc::now()).await.expect_err("stale writer");
     assert!(matches!(err, StoreError::Conflict { expected: 0, .. }), "{err}");
     let history = THINGS.load::<Renamed>(&mut conn, id).await.expect("load");
     assert_eq!(history.iter().map(|r| (r.version, r.event.name.as_str())).collect::<Vec<_>>(), [(1, "a")]);
@@ -56,15 +58,18 @@ async fn a_redelivered_message_is_handled_once() {
     let msg = message(1);
     for _ in 0..3 {
         pg::handle_once(&pool, "counter", &msg, async |conn| {
-            sqlx::query("INSERT INTO counters VALUES ('n', 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO counters VALUES ('n', 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1",
+            )
+            .execute(&mut *conn)
+            .await?;
             Ok(((), vec![Outgoing { channel: "out".into(), envelope: message(2) }]))
         })
         .await
         .expect("handle");
     }
-    let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'n'").fetch_one(&pool).await.expect("value");
+    let value: i64 =
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'n'").fetch_one(&pool).await.expect("value");
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.expect("outbox");
     assert_eq!((value, outbox), (1, 1));
 }

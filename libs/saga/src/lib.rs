@@ -8,9 +8,10 @@
 mod definition;
 mod machine;
 
+pub use contracts::order::OrderDetails;
 pub use definition::{ORDER_SAGA, Step, StepDefinition, StepKind};
+pub use machine::NoticeState;
 pub use machine::{
     Command, MAX_COMPENSATION_ATTEMPTS, MAX_RETRIABLE_ATTEMPTS, Reply, Saga, SagaEvent, SagaStatus, StepState,
     StepStatus,
 };
-pub use machine::{NoticeState, OrderDetails};

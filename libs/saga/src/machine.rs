@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
-use contracts::{Address, PaymentMethod, order::OrderCreated};
-use rust_decimal::Decimal;
+use contracts::order::OrderDetails;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -11,39 +10,6 @@ use crate::{ORDER_SAGA, Step, StepKind};
 pub const MAX_RETRIABLE_ATTEMPTS: u32 = 5;
 /// Attempts of one compensation before the saga is marked `failed`.
 pub const MAX_COMPENSATION_ATTEMPTS: u32 = 5;
-
-/// What the saga needs to know about its order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderDetails {
-    /// The order.
-    pub order_id: Uuid,
-    /// Who ordered.
-    pub customer_id: String,
-    /// Which pet.
-    pub pet_id: String,
-    /// Price charged.
-    pub amount: Decimal,
-    /// ISO 4217 currency.
-    pub currency: String,
-    /// Where to ship.
-    pub shipping_address: Address,
-    /// How the customer pays.
-    pub payment_method: PaymentMethod,
-}
-
-impl From<&OrderCreated> for OrderDetails {
-    fn from(o: &OrderCreated) -> Self {
-        Self {
-            order_id: o.order_id,
-            customer_id: o.customer_id.clone(),
-            pet_id: o.pet_id.clone(),
-            amount: o.amount,
-            currency: o.currency.clone(),
-            shipping_address: o.shipping_address.clone(),
-            payment_method: o.payment_method,
-        }
-    }
-}
 
 /// Where a saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +100,9 @@ pub struct NoticeState {
 }
 
 /// The saga's history: what is stored, one row per event.
+// `Started` carries the order; events are short-lived values read one saga at a time, so
+// boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SagaEvent {

@@ -64,8 +64,7 @@ pub struct Delivery {
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 
-/// A decision: the delivery to save (if it changed) and the reply to send.
-pub(crate) type Decision = (Option<Delivery>, Outgoing);
+type Decision = persistence::Decision<Delivery>;
 
 /// Books the delivery unless this saga already has one, in which case the earlier booking is
 /// repeated (never a second delivery). An address with blank fields fails the step and

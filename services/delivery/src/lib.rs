@@ -7,14 +7,15 @@ mod store;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::Router;
 use contracts::{
     channels,
     delivery::{CancelDelivery, ScheduleDelivery},
 };
 use kit::{Service, ServiceContext, StartError};
-use messaging::{Bus, Envelope, HandlerError, MessageContext};
-use persistence::Storage;
+use messaging::{Envelope, Handler, HandlerError, MessageContext};
+use persistence::open_service;
 
 pub use domain::{Delivery, DeliveryStatus};
 pub use store::{DeliveryState, DeliveryStore};
@@ -26,26 +27,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/delivery");
 
 /// Opens storage, starts the outbox relay and the command consumer.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, Default::default)
-        .await
-        .map_err(StartError::at(SERVICE, "opening storage"))?;
-    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
-        .await
-        .map_err(StartError::at(SERVICE, "joining the bus"))?;
-    storage.start_relay(&bus, SERVICE, ctx);
+    let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, Default::default).await?;
     let handler = CommandHandler {
         store: DeliveryStore::new(storage.clone()),
         source: bus.source().to_owned(),
         delivery_days: ctx.settings.services.delivery.delivery_days,
     };
-    let handler = Arc::new(handler);
-    bus.subscribe(channels::DELIVERY_COMMANDS, SERVICE, move |msg| {
-        let handler = handler.clone();
-        async move { handler.handle(msg).await }
-    })
-    .await
-    .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
-    ctx.close_on_shutdown(&bus);
+    bus.subscribe(channels::DELIVERY_COMMANDS, SERVICE, handler)
+        .await
+        .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
     Ok(Service {
         name: SERVICE,
         router: router(),
@@ -65,7 +55,8 @@ struct CommandHandler {
     delivery_days: u32,
 }
 
-impl CommandHandler {
+#[async_trait]
+impl Handler for CommandHandler {
     async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
         let ctx = MessageContext::caused_by(&message);
         let reply = if message.is::<ScheduleDelivery>() {

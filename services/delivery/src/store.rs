@@ -7,14 +7,14 @@ use contracts::{
     Address,
     delivery::{CancelDelivery, ScheduleDelivery},
 };
-use messaging::{BusError, Envelope, MessageContext};
-use persistence::{Storage, StoreError, pg};
+use messaging::{Envelope, MessageContext};
+use persistence::{Records, Storage, StoreError};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
     SERVICE,
-    domain::{self, Decision, Delivery, DeliveryStatus},
+    domain::{self, Delivery, DeliveryStatus},
 };
 
 /// Deliveries by saga, for the in-memory store.
@@ -27,8 +27,33 @@ pub struct DeliveryState {
 #[derive(Clone)]
 pub struct DeliveryStore(Storage<DeliveryState>);
 
-fn codec(e: BusError) -> StoreError {
-    StoreError::Codec(e.to_string())
+/// One delivery per saga.
+struct Deliveries;
+
+impl Records for Deliveries {
+    type Key = Uuid;
+    type Record = Delivery;
+    type State = DeliveryState;
+
+    fn get(state: &DeliveryState, saga_id: &Uuid) -> Option<Delivery> {
+        state.by_saga.get(saga_id).cloned()
+    }
+
+    fn put(state: &mut DeliveryState, delivery: Delivery) {
+        state.by_saga.insert(delivery.saga_id, delivery);
+    }
+
+    async fn load(conn: &mut PgConnection, saga_id: &Uuid) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
+            .bind(saga_id)
+            .fetch_optional(conn)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
+        save(conn, d).await
+    }
 }
 
 impl DeliveryStore {
@@ -46,8 +71,8 @@ impl DeliveryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        self.execute(message, cmd.saga.saga_id, |existing| domain::schedule(existing, cmd, delivery_days, source, ctx))
-            .await
+        let decide = |existing| domain::schedule(existing, cmd, delivery_days, source, ctx);
+        self.0.decide_once::<Deliveries>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
     }
 
     /// Handles `CancelDelivery` once.
@@ -58,35 +83,8 @@ impl DeliveryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        self.execute(message, cmd.saga.saga_id, |existing| domain::cancel(existing, cmd, source, ctx)).await
-    }
-
-    async fn execute(
-        &self,
-        message: &Envelope,
-        saga_id: Uuid,
-        decide: impl FnOnce(Option<Delivery>) -> Result<Decision, BusError>,
-    ) -> Result<(), StoreError> {
-        match &self.0 {
-            Storage::Memory(memory) => memory
-                .handle_once(SERVICE, message, |state| {
-                    let (saved, reply) = decide(state.by_saga.get(&saga_id).cloned()).map_err(codec)?;
-                    if let Some(d) = saved {
-                        state.by_saga.insert(saga_id, d);
-                    }
-                    Ok::<_, StoreError>(((), vec![reply]))
-                })
-                .map(drop),
-            Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
-                let (saved, reply) = decide(load(conn, saga_id).await?).map_err(codec)?;
-                if let Some(d) = saved {
-                    save(conn, &d).await?;
-                }
-                Ok(((), vec![reply]))
-            })
-            .await
-            .map(drop),
-        }
+        let decide = |existing| domain::cancel(existing, cmd, source, ctx);
+        self.0.decide_once::<Deliveries>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
     }
 
     /// The delivery of an order's saga, if one was scheduled.
@@ -108,14 +106,6 @@ impl DeliveryStore {
 
 const SELECT: &str = "SELECT delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
                       status, estimated_delivery, created_at, cancelled_at FROM deliveries";
-
-async fn load(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Delivery>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
-        .bind(saga_id)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(decode).transpose()
-}
 
 async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
     sqlx::query(

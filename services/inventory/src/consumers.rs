@@ -19,8 +19,9 @@ pub(crate) struct Commands {
     pub(crate) source: String,
 }
 
-impl Commands {
-    pub(crate) async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
+#[async_trait::async_trait]
+impl messaging::Handler for Commands {
+    async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
         let ctx = MessageContext::caused_by(&message);
         let command = InventoryCommand::from_envelope(&message)?;
         let changed =

@@ -159,8 +159,7 @@ impl InventoryCommand {
     }
 }
 
-/// A decision: the pet to save (if it changed) and the reply to send.
-pub(crate) type Decision = (Option<Pet>, Outgoing);
+type Decision = persistence::Decision<Pet>;
 
 /// Why `saga` cannot take the pet: it does not exist, or another saga (or a sale) holds it.
 fn refusal(existing: Option<&Pet>, pet_id: &str) -> String {

@@ -16,8 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use contracts::channels;
 use kit::{Service, ServiceContext, StartError};
-use messaging::Bus;
-use persistence::Storage;
+use persistence::open_service;
 
 pub use cache::{CacheError, CacheReadiness, CatalogCache, Keyspace, Lookup, MemoryCache, Slot};
 pub use domain::{InventoryCommand, Pet, PetFilter, availability_name, parse_availability};
@@ -38,9 +37,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/inventory");
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     let seed = seed::catalog().map_err(StartError::at(SERVICE, "loading the seed catalog"))?;
     let initial = seed.clone();
-    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, move || CatalogState::new(initial))
-        .await
-        .map_err(StartError::at(SERVICE, "opening storage"))?;
+    let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, move || CatalogState::new(initial)).await?;
     let store = InventoryStore::new(storage.clone());
     let seeded = store.seed_if_empty(&seed).await.map_err(StartError::at(SERVICE, "seeding the catalog"))?;
     if seeded > 0 {
@@ -48,19 +45,11 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     }
     let cache =
         CatalogCache::connect(&ctx.settings.cache).await.map_err(StartError::at(SERVICE, "configuring the cache"))?;
-    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
-        .await
-        .map_err(StartError::at(SERVICE, "joining the bus"))?;
-    storage.start_relay(&bus, SERVICE, ctx);
 
-    let commands =
-        Arc::new(consumers::Commands { store: store.clone(), cache: cache.clone(), source: bus.source().to_owned() });
-    bus.subscribe(channels::INVENTORY_COMMANDS, SERVICE, move |msg| {
-        let commands = commands.clone();
-        async move { commands.handle(msg).await }
-    })
-    .await
-    .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
+    let commands = consumers::Commands { store: store.clone(), cache: cache.clone(), source: bus.source().to_owned() };
+    bus.subscribe(channels::INVENTORY_COMMANDS, SERVICE, commands)
+        .await
+        .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
 
     let invalidating = cache.clone();
     bus.subscribe(channels::INVENTORY_EVENTS, CACHE_GROUP, move |msg| {
@@ -78,12 +67,6 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     .await
     .map_err(StartError::at(SERVICE, "serving pet-status queries"))?;
 
-    let closing = bus.clone();
-    let shutdown = ctx.shutdown.clone();
-    ctx.tasks.spawn(async move {
-        shutdown.cancelled().await;
-        closing.close().await;
-    });
     let readiness = vec![storage.readiness(), Arc::new(ctx.backends.clone()), cache.readiness()];
     Ok(Service { name: SERVICE, router: router(AppState { store, cache }), readiness })
 }

@@ -3,8 +3,8 @@
 
 use std::{collections::BTreeMap, ops::Bound};
 
-use messaging::{BusError, Envelope, MessageContext};
-use persistence::{Storage, StoreError, pg};
+use messaging::{Envelope, MessageContext};
+use persistence::{Records, Storage, StoreError};
 use sqlx::{PgConnection, Row};
 
 use crate::{
@@ -29,8 +29,33 @@ impl CatalogState {
 #[derive(Clone)]
 pub struct InventoryStore(Storage<CatalogState>);
 
-fn codec(e: BusError) -> StoreError {
-    StoreError::Codec(e.to_string())
+/// The catalog's pets, by id.
+struct Pets;
+
+impl Records for Pets {
+    type Key = str;
+    type Record = Pet;
+    type State = CatalogState;
+
+    fn get(state: &CatalogState, pet_id: &str) -> Option<Pet> {
+        state.pets.get(pet_id).cloned()
+    }
+
+    fn put(state: &mut CatalogState, pet: Pet) {
+        state.pets.insert(pet.pet_id.clone(), pet);
+    }
+
+    async fn load(conn: &mut PgConnection, pet_id: &str) -> Result<Option<Pet>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1 FOR UPDATE")))
+            .bind(pet_id)
+            .fetch_optional(conn)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn save(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
+        save_status(conn, p).await
+    }
 }
 
 impl InventoryStore {
@@ -86,35 +111,9 @@ impl InventoryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<String>, StoreError> {
-        let pet_id = cmd.pet_id();
-        let handled = match &self.0 {
-            Storage::Memory(memory) => memory.handle_once(SERVICE, message, |state| {
-                let (saved, reply) =
-                    domain::decide(state.pets.get(pet_id).cloned(), cmd, source, ctx).map_err(codec)?;
-                let changed = saved.map(|p| {
-                    let id = p.pet_id.clone();
-                    state.pets.insert(id.clone(), p);
-                    id
-                });
-                Ok::<_, StoreError>((changed, vec![reply]))
-            })?,
-            Storage::Postgres { pool, .. } => {
-                pg::handle_once(pool, SERVICE, message, async |conn| {
-                    let (saved, reply) =
-                        domain::decide(load_for_update(conn, pet_id).await?, cmd, source, ctx).map_err(codec)?;
-                    let changed = match saved {
-                        Some(p) => {
-                            save_status(conn, &p).await?;
-                            Some(p.pet_id)
-                        }
-                        None => None,
-                    };
-                    Ok((changed, vec![reply]))
-                })
-                .await?
-            }
-        };
-        Ok(handled.flatten())
+        let decide = |existing| domain::decide(existing, cmd, source, ctx);
+        let saved = self.0.decide_once::<Pets>(SERVICE, message, cmd.pet_id(), decide).await?;
+        Ok(saved.map(|p| p.pet_id))
     }
 
     /// One pet, if it exists.
@@ -172,14 +171,6 @@ impl InventoryStore {
 
 const SELECT: &str = "SELECT pet_id, name, category, breed, age_months, price, currency, description, status, \
                       held_by_saga, status_changed_at, created_at FROM pets";
-
-async fn load_for_update(conn: &mut PgConnection, pet_id: &str) -> Result<Option<Pet>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1 FOR UPDATE")))
-        .bind(pet_id)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(decode).transpose()
-}
 
 async fn save_status(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
     sqlx::query("UPDATE pets SET status = $2, held_by_saga = $3, status_changed_at = $4 WHERE pet_id = $1")

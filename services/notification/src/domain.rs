@@ -83,8 +83,7 @@ pub struct Notification {
     pub sent_at: DateTime<Utc>,
 }
 
-/// A decision: the notification to send and save (if it is new) and the reply to send.
-pub(crate) type Decision = (Option<Notification>, Outgoing);
+type Decision = persistence::Decision<Notification>;
 
 /// Composes the order confirmation, unless this saga's confirmation was already sent, in
 /// which case that one is reported again (the customer never gets it twice).

@@ -8,6 +8,7 @@ mod store;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::{Router, extract::State, routing::get};
 use chrono::{DateTime, Utc};
 use contracts::{
@@ -18,8 +19,8 @@ use kit::{
     Service, ServiceContext, StartError,
     http::{ApiError, CustomerId, Json},
 };
-use messaging::{Bus, Envelope, HandlerError, MessageContext};
-use persistence::Storage;
+use messaging::{Envelope, Handler, HandlerError, MessageContext};
+use persistence::open_service;
 use serde::Serialize;
 use tracing::info;
 use uuid::Uuid;
@@ -34,22 +35,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/notification
 
 /// Opens storage, starts the outbox relay and the command consumer.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, Default::default)
-        .await
-        .map_err(StartError::at(SERVICE, "opening storage"))?;
-    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
-        .await
-        .map_err(StartError::at(SERVICE, "joining the bus"))?;
-    storage.start_relay(&bus, SERVICE, ctx);
+    let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, Default::default).await?;
     let store = NotificationStore::new(storage.clone());
-    let handler = Arc::new(CommandHandler { store: store.clone(), source: bus.source().to_owned() });
-    bus.subscribe(channels::NOTIFICATION_COMMANDS, SERVICE, move |msg| {
-        let handler = handler.clone();
-        async move { handler.handle(msg).await }
-    })
-    .await
-    .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
-    ctx.close_on_shutdown(&bus);
+    let handler = CommandHandler { store: store.clone(), source: bus.source().to_owned() };
+    bus.subscribe(channels::NOTIFICATION_COMMANDS, SERVICE, handler)
+        .await
+        .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
     Ok(Service {
         name: SERVICE,
         router: router(store),
@@ -119,7 +110,8 @@ struct CommandHandler {
     source: String,
 }
 
-impl CommandHandler {
+#[async_trait]
+impl Handler for CommandHandler {
     async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
         let ctx = MessageContext::caused_by(&message);
         let sent = if message.is::<SendConfirmation>() {
@@ -152,7 +144,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn memory_store() -> NotificationStore {
-        NotificationStore::new(Storage::Memory(Arc::new(MemoryStore::default())))
+        NotificationStore::new(persistence::Storage::Memory(Arc::new(MemoryStore::default())))
     }
 
     async fn confirm(store: &NotificationStore, customer_id: &str) -> Notification {

@@ -2,14 +2,14 @@
 //! transaction with its inbox entry and its reply.
 
 use contracts::notification::{NotificationKind, SendCancellationNotice, SendConfirmation};
-use messaging::{BusError, Envelope, MessageContext};
-use persistence::{Storage, StoreError, pg};
+use messaging::{Envelope, MessageContext};
+use persistence::{Records, Storage, StoreError};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
     SERVICE,
-    domain::{self, Decision, Notification, NotificationChannel},
+    domain::{self, Notification, NotificationChannel},
 };
 
 /// How many notifications a customer listing returns at most.
@@ -25,8 +25,37 @@ pub struct NotificationState {
 #[derive(Clone)]
 pub struct NotificationStore(Storage<NotificationState>);
 
-fn codec(e: BusError) -> StoreError {
-    StoreError::Codec(e.to_string())
+/// One notification of each kind per saga.
+struct Notifications;
+
+impl Records for Notifications {
+    type Key = (Uuid, NotificationKind);
+    type Record = Notification;
+    type State = NotificationState;
+
+    fn get(state: &NotificationState, &(saga_id, kind): &(Uuid, NotificationKind)) -> Option<Notification> {
+        state.sent.iter().find(|n| n.saga_id == saga_id && n.kind == kind).cloned()
+    }
+
+    fn put(state: &mut NotificationState, notification: Notification) {
+        state.sent.push(notification);
+    }
+
+    async fn load(
+        conn: &mut PgConnection,
+        &(saga_id, kind): &(Uuid, NotificationKind),
+    ) -> Result<Option<Notification>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 AND kind = $2 FOR UPDATE")))
+            .bind(saga_id)
+            .bind(domain::kind_name(kind))
+            .fetch_optional(conn)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn save(conn: &mut PgConnection, n: &Notification) -> Result<(), StoreError> {
+        save(conn, n).await
+    }
 }
 
 impl NotificationStore {
@@ -44,10 +73,9 @@ impl NotificationStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<Notification>, StoreError> {
-        self.execute(message, cmd.saga.saga_id, NotificationKind::Confirmation, |existing| {
-            domain::confirm(existing, cmd, source, ctx)
-        })
-        .await
+        let decide = |existing| domain::confirm(existing, cmd, source, ctx);
+        let key = (cmd.saga.saga_id, NotificationKind::Confirmation);
+        self.0.decide_once::<Notifications>(SERVICE, message, &key, decide).await
     }
 
     /// Handles `SendCancellationNotice` once; returns the notice when this call stored it.
@@ -58,40 +86,9 @@ impl NotificationStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<Notification>, StoreError> {
-        self.execute(message, cmd.saga.saga_id, NotificationKind::CancellationNotice, |existing| {
-            domain::notify_cancellation(existing, cmd, source, ctx)
-        })
-        .await
-    }
-
-    async fn execute(
-        &self,
-        message: &Envelope,
-        saga_id: Uuid,
-        kind: NotificationKind,
-        decide: impl FnOnce(Option<Notification>) -> Result<Decision, BusError>,
-    ) -> Result<Option<Notification>, StoreError> {
-        let handled = match &self.0 {
-            Storage::Memory(memory) => memory.handle_once(SERVICE, message, |state| {
-                let existing = state.sent.iter().find(|n| n.saga_id == saga_id && n.kind == kind).cloned();
-                let (saved, reply) = decide(existing).map_err(codec)?;
-                if let Some(n) = &saved {
-                    state.sent.push(n.clone());
-                }
-                Ok::<_, StoreError>((saved, vec![reply]))
-            })?,
-            Storage::Postgres { pool, .. } => {
-                pg::handle_once(pool, SERVICE, message, async |conn| {
-                    let (saved, reply) = decide(load(conn, saga_id, kind).await?).map_err(codec)?;
-                    if let Some(n) = &saved {
-                        save(conn, n).await?;
-                    }
-                    Ok((saved, vec![reply]))
-                })
-                .await?
-            }
-        };
-        Ok(handled.flatten())
+        let decide = |existing| domain::notify_cancellation(existing, cmd, source, ctx);
+        let key = (cmd.saga.saga_id, NotificationKind::CancellationNotice);
+        self.0.decide_once::<Notifications>(SERVICE, message, &key, decide).await
     }
 
     /// A customer's notifications, newest first (at most 100).
@@ -127,19 +124,6 @@ impl NotificationStore {
 
 const SELECT: &str =
     "SELECT notification_id, saga_id, order_id, customer_id, kind, channel, subject, body, sent_at FROM notifications";
-
-async fn load(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
-    kind: NotificationKind,
-) -> Result<Option<Notification>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 AND kind = $2 FOR UPDATE")))
-        .bind(saga_id)
-        .bind(domain::kind_name(kind))
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(decode).transpose()
-}
 
 async fn save(conn: &mut PgConnection, n: &Notification) -> Result<(), StoreError> {
     sqlx::query(

@@ -9,11 +9,12 @@ mod store;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use contracts::{channels, order::OrderCreated};
 use kit::{Service, ServiceContext, StartError};
-use messaging::{Bus, Envelope, HandlerError};
-use persistence::Storage;
-use saga::{OrderDetails, Saga, SagaEvent};
+use messaging::{Envelope, Handler, HandlerError};
+use persistence::open_service;
+use saga::{Saga, SagaEvent};
 use tracing::{info, warn};
 
 pub use api::router;
@@ -35,25 +36,13 @@ const INPUTS: [&str; 5] = [
 
 /// Opens storage, starts the outbox relay and the consumers, and builds the routes.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let storage = Storage::open(ctx, SERVICE, &MIGRATOR, SagaState::default)
-        .await
-        .map_err(StartError::at(SERVICE, "opening storage"))?;
-    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
-        .await
-        .map_err(StartError::at(SERVICE, "joining the bus"))?;
-    storage.start_relay(&bus, SERVICE, ctx);
+    let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, SagaState::default).await?;
     let store = SagaStore::new(storage.clone(), bus.source());
-    let shared = Arc::new(store.clone());
     for channel in INPUTS {
-        let store = shared.clone();
-        bus.subscribe(channel, SERVICE, move |msg| {
-            let store = store.clone();
-            async move { handle(&store, msg).await }
-        })
-        .await
-        .map_err(StartError::at(SERVICE, "subscribing"))?;
+        bus.subscribe(channel, SERVICE, SagaHandler { store: store.clone() })
+            .await
+            .map_err(StartError::at(SERVICE, "subscribing"))?;
     }
-    ctx.close_on_shutdown(&bus);
     Ok(Service {
         name: SERVICE,
         router: router(store),
@@ -61,10 +50,22 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     })
 }
 
+/// Moves sagas on new orders and participants' replies.
+struct SagaHandler {
+    store: SagaStore,
+}
+
+#[async_trait]
+impl Handler for SagaHandler {
+    async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
+        handle(&self.store, message).await
+    }
+}
+
 async fn handle(store: &SagaStore, message: Envelope) -> Result<(), HandlerError> {
     let advanced = if message.is::<OrderCreated>() {
         let order = message.decode::<OrderCreated>()?;
-        let details = OrderDetails::from(&order);
+        let details = order.order.clone();
         store
             .advance(&message, order.saga_id, |current| match current {
                 None => Saga::start(order.saga_id, details),

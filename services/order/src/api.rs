@@ -12,6 +12,7 @@ use axum::{
 use contracts::{
     Address, PaymentMethod, channels,
     inventory::{Availability, GetPetStatus, PetStatus},
+    order::OrderDetails,
 };
 use kit::http::{ApiError, CorrelationId, CustomerId, Json};
 use messaging::{Bus, BusError, Envelope, MessageContext};
@@ -89,25 +90,27 @@ async fn place_order(
         return Err(ApiError::conflict(format!("pet `{pet_id}` is already sold")));
     }
     let placed = OrderEvent::Placed {
-        order_id: Uuid::now_v7(),
         saga_id: Uuid::now_v7(),
-        customer_id,
-        pet_id,
-        amount: pet.price,
-        currency: pet.currency,
-        shipping_address: body.shipping_address,
-        payment_method: body.payment_method,
-        special_instructions: body.special_instructions.filter(|s| !s.trim().is_empty()),
+        order: OrderDetails {
+            order_id: Uuid::now_v7(),
+            customer_id,
+            pet_id,
+            amount: pet.price,
+            currency: pet.currency,
+            shipping_address: body.shipping_address,
+            payment_method: body.payment_method,
+            special_instructions: body.special_instructions.filter(|s| !s.trim().is_empty()),
+        },
     };
     let order = app.store.place(placed, &ctx).await.map_err(ApiError::internal)?;
     metrics::counter!("petstore_orders_created_total").increment(1);
-    tracing::info!(order_id = %order.order_id, saga_id = %order.saga_id, correlation_id, "order placed");
+    tracing::info!(order_id = %order.details.order_id, saga_id = %order.saga_id, correlation_id, "order placed");
     let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.order_id)) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.details.order_id)) {
         headers.insert(header::LOCATION, location);
     }
     let body = json!({
-        "order_id": order.order_id,
+        "order_id": order.details.order_id,
         "saga_id": order.saga_id,
         "status": order.status,
         "correlation_id": correlation_id,
@@ -135,7 +138,7 @@ async fn owned_order(app: &AppState, order_id: &str, customer_id: &str) -> Resul
     let not_found = || ApiError::not_found(format!("no order {order_id}"));
     let id = Uuid::parse_str(order_id).map_err(|_| not_found())?;
     let order = app.store.get(id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
-    if order.customer_id != customer_id {
+    if order.details.customer_id != customer_id {
         return Err(not_found());
     }
     Ok(order)
@@ -155,10 +158,10 @@ async fn order_events(
     Path(order_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let order = owned_order(&app, &order_id, &customer_id).await?;
-    let history = app.store.history(order.order_id).await.map_err(ApiError::internal)?;
+    let history = app.store.history(order.details.order_id).await.map_err(ApiError::internal)?;
     let items: Vec<_> = history
         .iter()
         .map(|r| json!({ "version": r.version, "recorded_at": r.recorded_at, "event": r.event }))
         .collect();
-    Ok(Json(json!({ "order_id": order.order_id, "events": items })))
+    Ok(Json(json!({ "order_id": order.details.order_id, "events": items })))
 }

@@ -2,13 +2,9 @@
 //! event publishes. No I/O.
 
 use chrono::{DateTime, Utc};
-use contracts::{
-    Address, PaymentMethod,
-    order::{OrderCancelled, OrderConfirmed, OrderCreated},
-};
+use contracts::order::{OrderCancelled, OrderConfirmed, OrderCreated, OrderDetails};
 use messaging::{BusError, MessageContext};
 use persistence::{DomainEvent, Outgoing, Recorded};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -21,24 +17,11 @@ use uuid::Uuid;
 pub enum OrderEvent {
     /// The customer placed the order.
     Placed {
-        /// The order.
-        order_id: Uuid,
         /// The saga that processes it.
         saga_id: Uuid,
-        /// Who ordered.
-        customer_id: String,
-        /// Which pet.
-        pet_id: String,
-        /// Price at the time of ordering.
-        amount: Decimal,
-        /// ISO 4217 currency.
-        currency: String,
-        /// Where to ship.
-        shipping_address: Address,
-        /// How the customer pays.
-        payment_method: PaymentMethod,
-        /// Free text for the delivery.
-        special_instructions: Option<String>,
+        /// What was ordered.
+        #[serde(flatten)]
+        order: OrderDetails,
     },
     /// The saga completed.
     Confirmed,
@@ -85,24 +68,11 @@ impl OrderStatus {
 /// An order, as folded from its events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Order {
-    /// The order.
-    pub order_id: Uuid,
+    /// What was ordered.
+    #[serde(flatten)]
+    pub details: OrderDetails,
     /// Its saga.
     pub saga_id: Uuid,
-    /// Who ordered.
-    pub customer_id: String,
-    /// Which pet.
-    pub pet_id: String,
-    /// Price.
-    pub amount: Decimal,
-    /// ISO 4217 currency.
-    pub currency: String,
-    /// Where to ship.
-    pub shipping_address: Address,
-    /// How the customer pays.
-    pub payment_method: PaymentMethod,
-    /// Free text for the delivery.
-    pub special_instructions: Option<String>,
     /// Where it is.
     pub status: OrderStatus,
     /// Why it was cancelled.
@@ -128,30 +98,10 @@ impl Order {
 
     /// The order a `Placed` event creates.
     pub fn placed(event: &OrderEvent, at: DateTime<Utc>) -> Option<Self> {
-        let OrderEvent::Placed {
-            order_id,
-            saga_id,
-            customer_id,
-            pet_id,
-            amount,
-            currency,
-            shipping_address,
-            payment_method,
-            special_instructions,
-        } = event
-        else {
-            return None;
-        };
+        let OrderEvent::Placed { saga_id, order } = event else { return None };
         Some(Self {
-            order_id: *order_id,
+            details: order.clone(),
             saga_id: *saga_id,
-            customer_id: customer_id.clone(),
-            pet_id: pet_id.clone(),
-            amount: *amount,
-            currency: currency.clone(),
-            shipping_address: shipping_address.clone(),
-            payment_method: *payment_method,
-            special_instructions: special_instructions.clone(),
             status: OrderStatus::Pending,
             cancel_reason: None,
             created_at: at,
@@ -193,26 +143,17 @@ impl Order {
         match event {
             OrderEvent::Placed { .. } => Outgoing::message(
                 source,
-                &OrderCreated {
-                    order_id: self.order_id,
-                    saga_id: self.saga_id,
-                    customer_id: self.customer_id.clone(),
-                    pet_id: self.pet_id.clone(),
-                    amount: self.amount,
-                    currency: self.currency.clone(),
-                    shipping_address: self.shipping_address.clone(),
-                    payment_method: self.payment_method,
-                    special_instructions: self.special_instructions.clone(),
-                    created_at: self.created_at,
-                },
+                &OrderCreated { order: self.details.clone(), saga_id: self.saga_id, created_at: self.created_at },
                 ctx,
             ),
-            OrderEvent::Confirmed => {
-                Outgoing::message(source, &OrderConfirmed { order_id: self.order_id, saga_id: self.saga_id }, ctx)
-            }
+            OrderEvent::Confirmed => Outgoing::message(
+                source,
+                &OrderConfirmed { order_id: self.details.order_id, saga_id: self.saga_id },
+                ctx,
+            ),
             OrderEvent::Cancelled { reason } => Outgoing::message(
                 source,
-                &OrderCancelled { order_id: self.order_id, saga_id: self.saga_id, reason: reason.clone() },
+                &OrderCancelled { order_id: self.details.order_id, saga_id: self.saga_id, reason: reason.clone() },
                 ctx,
             ),
         }

@@ -8,13 +8,14 @@ mod store;
 
 use std::{sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use contracts::{
     channels,
     order::{ApproveOrder, RejectOrder},
 };
 use kit::{Service, ServiceContext, StartError};
-use messaging::{Bus, Envelope, HandlerError};
-use persistence::Storage;
+use messaging::{Envelope, Handler, HandlerError};
+use persistence::open_service;
 
 pub use api::{AppState, router};
 pub use domain::{Order, OrderEvent, OrderStatus};
@@ -36,22 +37,11 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
 
 /// Like [`start`], also returning the store (for tests and maintenance commands).
 pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderStore), StartError> {
-    let storage = Storage::open(ctx, SCHEMA, &MIGRATOR, OrderState::default)
-        .await
-        .map_err(StartError::at(SERVICE, "opening storage"))?;
-    let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, SERVICE, ctx.shutdown.clone())
-        .await
-        .map_err(StartError::at(SERVICE, "joining the bus"))?;
-    storage.start_relay(&bus, SERVICE, ctx);
+    let (storage, bus) = open_service(ctx, SERVICE, SCHEMA, &MIGRATOR, OrderState::default).await?;
     let store = OrderStore::new(storage.clone(), bus.source());
-    let handler = Arc::new(store.clone());
-    bus.subscribe(channels::ORDER_COMMANDS, SERVICE, move |msg| {
-        let store = handler.clone();
-        async move { handle_command(&store, msg).await }
-    })
-    .await
-    .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
-    ctx.close_on_shutdown(&bus);
+    bus.subscribe(channels::ORDER_COMMANDS, SERVICE, CommandHandler { store: store.clone() })
+        .await
+        .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
     let state = AppState {
         store: store.clone(),
         bus,
@@ -65,14 +55,23 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
     Ok((service, store))
 }
 
-async fn handle_command(store: &OrderStore, message: Envelope) -> Result<(), HandlerError> {
-    if message.is::<ApproveOrder>() {
-        let cmd = message.decode::<ApproveOrder>()?;
-        store.handle(&message, cmd.saga.order_id, Order::approve).await.map_err(HandlerError::retriable)
-    } else if message.is::<RejectOrder>() {
-        let cmd = message.decode::<RejectOrder>()?;
-        store.handle(&message, cmd.saga.order_id, |o| o.reject(&cmd.reason)).await.map_err(HandlerError::retriable)
-    } else {
-        Err(HandlerError::fatal(format!("order does not handle {}", message.event_type)))
+/// Confirms or cancels orders as the orchestrator says.
+struct CommandHandler {
+    store: OrderStore,
+}
+
+#[async_trait]
+impl Handler for CommandHandler {
+    async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
+        let store = &self.store;
+        if message.is::<ApproveOrder>() {
+            let cmd = message.decode::<ApproveOrder>()?;
+            store.handle(&message, cmd.saga.order_id, Order::approve).await.map_err(HandlerError::retriable)
+        } else if message.is::<RejectOrder>() {
+            let cmd = message.decode::<RejectOrder>()?;
+            store.handle(&message, cmd.saga.order_id, |o| o.reject(&cmd.reason)).await.map_err(HandlerError::retriable)
+        } else {
+            Err(HandlerError::fatal(format!("order does not handle {}", message.event_type)))
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use contracts::order::OrderDetails;
 use messaging::{Envelope, MessageContext};
 use persistence::{Outgoing, Recorded, Storage, StoreError, memory::MemoryEventLog, pg, pg::EventTable};
 use sqlx::{PgConnection, Row};
@@ -51,13 +52,13 @@ impl OrderStore {
         let outgoing = vec![order.announce(&placed, &self.source, ctx).map_err(codec)?];
         match &self.storage {
             Storage::Memory(memory) => memory.write(|state| {
-                state.log.append(order.order_id, 0, std::slice::from_ref(&placed), at)?;
-                state.orders.insert(order.order_id, order.clone());
+                state.log.append(order.details.order_id, 0, std::slice::from_ref(&placed), at)?;
+                state.orders.insert(order.details.order_id, order.clone());
                 Ok((order, outgoing))
             }),
             Storage::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
-                EVENTS.append(&mut tx, order.order_id, 0, std::slice::from_ref(&placed), at).await?;
+                EVENTS.append(&mut tx, order.details.order_id, 0, std::slice::from_ref(&placed), at).await?;
                 project(&mut tx, &order).await?;
                 pg::enqueue_all(&mut tx, &outgoing).await?;
                 tx.commit().await?;
@@ -189,7 +190,8 @@ fn fold_all(events: &[Recorded<OrderEvent>]) -> HashMap<Uuid, Order> {
     orders
 }
 
-async fn project(conn: &mut PgConnection, o: &Order) -> Result<(), StoreError> {
+async fn project(conn: &mut PgConnection, order: &Order) -> Result<(), StoreError> {
+    let o = &order.details;
     let address = serde_json::to_value(&o.shipping_address).map_err(codec)?;
     let method = serde_json::to_value(o.payment_method).map_err(codec)?;
     sqlx::query(
@@ -200,7 +202,7 @@ async fn project(conn: &mut PgConnection, o: &Order) -> Result<(), StoreError> {
          updated_at = EXCLUDED.updated_at, version = EXCLUDED.version",
     )
     .bind(o.order_id)
-    .bind(o.saga_id)
+    .bind(order.saga_id)
     .bind(&o.customer_id)
     .bind(&o.pet_id)
     .bind(o.amount)
@@ -208,11 +210,11 @@ async fn project(conn: &mut PgConnection, o: &Order) -> Result<(), StoreError> {
     .bind(address)
     .bind(method.as_str().unwrap_or_default())
     .bind(&o.special_instructions)
-    .bind(o.status.as_str())
-    .bind(&o.cancel_reason)
-    .bind(o.created_at)
-    .bind(o.updated_at)
-    .bind(o.version)
+    .bind(order.status.as_str())
+    .bind(&order.cancel_reason)
+    .bind(order.created_at)
+    .bind(order.updated_at)
+    .bind(order.version)
     .execute(conn)
     .await?;
     Ok(())
@@ -223,15 +225,17 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
     let method: String = row.try_get("payment_method")?;
     let address: serde_json::Value = row.try_get("shipping_address")?;
     Ok(Order {
-        order_id: row.try_get("order_id")?,
+        details: OrderDetails {
+            order_id: row.try_get("order_id")?,
+            customer_id: row.try_get("customer_id")?,
+            pet_id: row.try_get("pet_id")?,
+            amount: row.try_get("amount")?,
+            currency: row.try_get("currency")?,
+            shipping_address: serde_json::from_value(address).map_err(codec)?,
+            payment_method: serde_json::from_value(serde_json::Value::String(method)).map_err(codec)?,
+            special_instructions: row.try_get("special_instructions")?,
+        },
         saga_id: row.try_get("saga_id")?,
-        customer_id: row.try_get("customer_id")?,
-        pet_id: row.try_get("pet_id")?,
-        amount: row.try_get("amount")?,
-        currency: row.try_get("currency")?,
-        shipping_address: serde_json::from_value(address).map_err(codec)?,
-        payment_method: serde_json::from_value(serde_json::Value::String(method)).map_err(codec)?,
-        special_instructions: row.try_get("special_instructions")?,
         status: serde_json::from_value::<OrderStatus>(serde_json::Value::String(status)).map_err(codec)?,
         cancel_reason: row.try_get("cancel_reason")?,
         created_at: row.try_get("created_at")?,

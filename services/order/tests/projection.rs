@@ -1,7 +1,10 @@
 //! The order projection is derived data: it can be thrown away and rebuilt from the event
 //! log, on PostgreSQL and in memory alike.
 
-use contracts::{Address, PaymentMethod, SagaRef, order::RejectOrder};
+use contracts::{
+    Address, PaymentMethod, SagaRef,
+    order::{OrderDetails, RejectOrder},
+};
 use messaging::{Envelope, MessageContext};
 use order::{OrderEvent, OrderStatus, OrderStore};
 use rust_decimal::Decimal;
@@ -9,20 +12,22 @@ use uuid::Uuid;
 
 fn placed(customer: &str) -> OrderEvent {
     OrderEvent::Placed {
-        order_id: Uuid::now_v7(),
         saga_id: Uuid::now_v7(),
-        customer_id: customer.into(),
-        pet_id: "goldfish-004".into(),
-        amount: Decimal::new(2500, 2),
-        currency: "USD".into(),
-        shipping_address: Address {
-            street: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "1".into(),
-            country: "US".into(),
+        order: OrderDetails {
+            order_id: Uuid::now_v7(),
+            customer_id: customer.into(),
+            pet_id: "goldfish-004".into(),
+            amount: Decimal::new(2500, 2),
+            currency: "USD".into(),
+            shipping_address: Address {
+                street: "1 Main St".into(),
+                city: "Springfield".into(),
+                postal_code: "1".into(),
+                country: "US".into(),
+            },
+            payment_method: PaymentMethod::CreditCard,
+            special_instructions: None,
         },
-        payment_method: PaymentMethod::CreditCard,
-        special_instructions: None,
     }
 }
 
@@ -31,20 +36,26 @@ async fn rebuild_gives_back_the_same_orders(store: OrderStore, wipe: impl AsyncF
     let kept = store.place(placed("a"), &ctx).await.expect("place");
     let cancelled = store.place(placed("b"), &ctx).await.expect("place");
     let reject = RejectOrder {
-        saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.order_id },
+        saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.details.order_id },
         reason: "declined".into(),
     };
     let message = Envelope::from_message("/test", &reject, &ctx).expect("envelope");
-    store.handle(&message, cancelled.order_id, |o| o.reject("declined")).await.expect("reject");
+    store.handle(&message, cancelled.details.order_id, |o| o.reject("declined")).await.expect("reject");
     // A redelivered command changes nothing.
-    store.handle(&message, cancelled.order_id, |o| o.reject("declined")).await.expect("redelivery");
-    let before = (store.get(kept.order_id).await.expect("get"), store.get(cancelled.order_id).await.expect("get"));
+    store.handle(&message, cancelled.details.order_id, |o| o.reject("declined")).await.expect("redelivery");
+    let before = (
+        store.get(kept.details.order_id).await.expect("get"),
+        store.get(cancelled.details.order_id).await.expect("get"),
+    );
     assert_eq!(before.1.as_ref().map(|o| o.status), Some(OrderStatus::Cancelled));
-    assert_eq!(store.history(cancelled.order_id).await.expect("history").len(), 2);
+    assert_eq!(store.history(cancelled.details.order_id).await.expect("history").len(), 2);
 
     wipe().await;
     assert_eq!(store.rebuild_projection().await.expect("rebuild"), 2);
-    let after = (store.get(kept.order_id).await.expect("get"), store.get(cancelled.order_id).await.expect("get"));
+    let after = (
+        store.get(kept.details.order_id).await.expect("get"),
+        store.get(cancelled.details.order_id).await.expect("get"),
+    );
     assert_eq!(after, before);
 }
 

@@ -77,8 +77,7 @@ fn provider_decline_reason(method: PaymentMethod) -> Option<String> {
     (method == PaymentMethod::DeclinedCard).then(|| "card declined by the payment provider".to_owned())
 }
 
-/// A decision: the payment to save (if it changed) and the reply to send.
-pub(crate) type Decision = (Option<Payment>, Outgoing);
+type Decision = persistence::Decision<Payment>;
 
 /// Charges the customer unless this saga's payment was already attempted, in which case the
 /// earlier outcome is repeated (never a second charge).

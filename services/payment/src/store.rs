@@ -7,14 +7,14 @@ use contracts::{
     PaymentMethod,
     payment::{ProcessPayment, RefundPayment},
 };
-use messaging::{BusError, Envelope, MessageContext};
-use persistence::{Storage, StoreError, pg};
+use messaging::{Envelope, MessageContext};
+use persistence::{Records, Storage, StoreError};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
     SERVICE,
-    domain::{self, Decision, Payment, PaymentStatus},
+    domain::{self, Payment, PaymentStatus},
 };
 
 /// Payments by saga, for the in-memory store.
@@ -27,8 +27,33 @@ pub struct PaymentState {
 #[derive(Clone)]
 pub struct PaymentStore(Storage<PaymentState>);
 
-fn codec(e: BusError) -> StoreError {
-    StoreError::Codec(e.to_string())
+/// One payment per saga.
+struct Payments;
+
+impl Records for Payments {
+    type Key = Uuid;
+    type Record = Payment;
+    type State = PaymentState;
+
+    fn get(state: &PaymentState, saga_id: &Uuid) -> Option<Payment> {
+        state.by_saga.get(saga_id).cloned()
+    }
+
+    fn put(state: &mut PaymentState, payment: Payment) {
+        state.by_saga.insert(payment.saga_id, payment);
+    }
+
+    async fn load(conn: &mut PgConnection, saga_id: &Uuid) -> Result<Option<Payment>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
+            .bind(saga_id)
+            .fetch_optional(conn)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
+        save(conn, p).await
+    }
 }
 
 impl PaymentStore {
@@ -45,7 +70,8 @@ impl PaymentStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        self.execute(message, cmd.saga.saga_id, |existing| domain::process(existing, cmd, source, ctx)).await
+        let decide = |existing| domain::process(existing, cmd, source, ctx);
+        self.0.decide_once::<Payments>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
     }
 
     /// Handles `RefundPayment` once.
@@ -56,35 +82,8 @@ impl PaymentStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        self.execute(message, cmd.saga.saga_id, |existing| domain::refund(existing, cmd, source, ctx)).await
-    }
-
-    async fn execute(
-        &self,
-        message: &Envelope,
-        saga_id: Uuid,
-        decide: impl FnOnce(Option<Payment>) -> Result<Decision, BusError>,
-    ) -> Result<(), StoreError> {
-        match &self.0 {
-            Storage::Memory(memory) => memory
-                .handle_once(SERVICE, message, |state| {
-                    let (saved, reply) = decide(state.by_saga.get(&saga_id).cloned()).map_err(codec)?;
-                    if let Some(p) = saved {
-                        state.by_saga.insert(saga_id, p);
-                    }
-                    Ok::<_, StoreError>(((), vec![reply]))
-                })
-                .map(drop),
-            Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
-                let (saved, reply) = decide(load(conn, saga_id).await?).map_err(codec)?;
-                if let Some(p) = saved {
-                    save(conn, &p).await?;
-                }
-                Ok(((), vec![reply]))
-            })
-            .await
-            .map(drop),
-        }
+        let decide = |existing| domain::refund(existing, cmd, source, ctx);
+        self.0.decide_once::<Payments>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
     }
 
     /// The payment of an order's saga, if one was attempted.
@@ -106,14 +105,6 @@ impl PaymentStore {
 
 const SELECT: &str = "SELECT payment_id, saga_id, order_id, customer_id, amount, currency, payment_method, status, \
                       decline_reason, created_at, refunded_at FROM payments";
-
-async fn load(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Payment>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
-        .bind(saga_id)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(decode).transpose()
-}
 
 async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
     sqlx::query(

@@ -1,5 +1,7 @@
 use super::*;
 use crate::Step::*;
+use contracts::{Address, PaymentMethod};
+use rust_decimal::Decimal;
 
 fn order() -> OrderDetails {
     OrderDetails {
@@ -15,6 +17,7 @@ fn order() -> OrderDetails {
             country: "US".into(),
         },
         payment_method: PaymentMethod::CreditCard,
+        special_instructions: None,
     }
 }
 
