@@ -56,7 +56,7 @@ async fn run_order(
             && let Ok(saga) = r.json::<Value>().await
             && matches!(saga["status"].as_str(), Some("completed" | "compensated" | "failed"))
         {
-            let time = |k: &str| saga[k].as_str().and_then(|t| chrono_like_millis(t));
+            let time = |k: &str| saga[k].as_str().and_then(chrono_like_millis);
             let saga_ms = match (time("started_at"), time("ended_at")) {
                 (Some(a), Some(b)) => b - a,
                 _ => f64::NAN,

@@ -19,6 +19,9 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// Every pattern, for backends that serve them all.
+    pub const ALL: &'static [Pattern] = &[Self::PubSub, Self::PointToPoint, Self::RequestResponse, Self::Streaming];
+
     /// The name used in configuration and errors.
     pub fn as_str(self) -> &'static str {
         match self {

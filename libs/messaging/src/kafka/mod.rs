@@ -119,12 +119,7 @@ impl Backend for KafkaBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            patterns: &[Pattern::PubSub, Pattern::PointToPoint, Pattern::RequestResponse, Pattern::Streaming],
-            ordering_per_key: true,
-            durable: true,
-            replay: true,
-        }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: true }
     }
 
     async fn declare(&self, channel: &str, partitions: u32) -> Result<(), BusError> {

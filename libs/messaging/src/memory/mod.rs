@@ -82,12 +82,7 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            patterns: &[Pattern::PubSub, Pattern::PointToPoint, Pattern::RequestResponse, Pattern::Streaming],
-            ordering_per_key: true,
-            durable: false,
-            replay: true,
-        }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: false, replay: true }
     }
 
     async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
