@@ -80,6 +80,18 @@ async fn an_order_runs_all_five_steps_and_completes() {
             .await,
         1
     );
+    // Triggers wrote the audit trail: the order row inserted, then updated to confirmed.
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT operation FROM orders.audit_log WHERE table_name = 'orders' AND row_data->>'order_id' = $1 ORDER BY id",
+    )
+    .bind(id.to_string())
+    .fetch_all(&cluster.db)
+    .await
+    .expect("audit rows");
+    assert_eq!(audited, ["INSERT", "UPDATE"]);
+    let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("GET /metrics");
+    let metrics = metrics.text().await.expect("metrics text");
+    assert!(metrics.contains("petstore_sagas_ended_total{outcome=\"completed\"} 1"), "{metrics}");
     // Someone else cannot read the order.
     let (status, problem) = cluster.get_json("order", &format!("/orders/{id}"), "mallory").await;
     assert_eq!(status, 404, "{problem}");
