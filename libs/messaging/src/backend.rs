@@ -88,6 +88,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Publishes one envelope; returns once the backend has accepted it durably (as durable
     /// as the backend is).
     async fn publish(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError>;
+    /// Makes sure the durable consumer group `group` of `channel` exists, so that messages
+    /// published from now on are kept for it even before anyone consumes. A no-op for
+    /// backends that retain messages on the channel itself (Kafka, JetStream, Redis streams,
+    /// memory); backends that route to per-group queues (RabbitMQ, SNS/SQS) create the
+    /// group's queue here.
+    async fn ensure_group(&self, channel: &str, group: &str) -> Result<(), BusError> {
+        let _ = (channel, group);
+        Ok(())
+    }
     /// Attaches a consumer.
     async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError>;
     /// Checks that the backend is reachable.
@@ -104,12 +113,19 @@ pub struct Delivery {
     pub(crate) receipt: Receipt,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Receipt {
     #[cfg(feature = "memory")]
     Memory { seq: u64 },
     #[cfg(feature = "kafka")]
     Kafka { partition: i32, offset: i64 },
+    /// A number the backend assigned (a RabbitMQ delivery tag, a JetStream sequence): the
+    /// consumer keeps whatever else it needs to acknowledge, keyed by it.
+    #[allow(dead_code)]
+    Tag(u64),
+    /// A string the backend assigned (a Redis stream entry id, an SQS receipt handle).
+    #[allow(dead_code)]
+    Handle(std::sync::Arc<str>),
     /// Keeps the enum inhabited when no backend feature is on.
     #[allow(dead_code)]
     None,

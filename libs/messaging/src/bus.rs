@@ -68,6 +68,34 @@ async fn connect_backend(kind: BackendKind, config: &MessagingConfig) -> Result<
             })?;
             Ok(Arc::new(crate::kafka::KafkaBackend::connect(kafka).await?))
         }
+        #[cfg(feature = "nats")]
+        BackendKind::Nats => {
+            let settings = config.nats.as_ref().ok_or_else(|| {
+                BusError::Config("messaging.nats: required because a channel uses the nats backend".into())
+            })?;
+            Ok(Arc::new(crate::nats::NatsBackend::connect(settings).await?))
+        }
+        #[cfg(feature = "rabbitmq")]
+        BackendKind::Rabbitmq => {
+            let settings = config.rabbitmq.as_ref().ok_or_else(|| {
+                BusError::Config("messaging.rabbitmq: required because a channel uses the rabbitmq backend".into())
+            })?;
+            Ok(Arc::new(crate::rabbitmq::RabbitMqBackend::connect(settings).await?))
+        }
+        #[cfg(feature = "redis")]
+        BackendKind::Redis => {
+            let settings = config.redis.as_ref().ok_or_else(|| {
+                BusError::Config("messaging.redis: required because a channel uses the redis backend".into())
+            })?;
+            Ok(Arc::new(crate::redis::RedisBackend::connect(settings).await?))
+        }
+        #[cfg(feature = "sns")]
+        BackendKind::Sns => {
+            let settings = config.sns.as_ref().ok_or_else(|| {
+                BusError::Config("messaging.sns: required because a channel uses the sns backend".into())
+            })?;
+            Ok(Arc::new(crate::sns::SnsBackend::connect(settings).await?))
+        }
         #[allow(unreachable_patterns)]
         other => {
             let _ = config;
@@ -539,8 +567,12 @@ impl Bus {
         error!(message = %message.id, r#type = %message.event_type, attempts, error, "dead-lettering message");
         let mut n = 1;
         loop {
+            let dlq_group = format!("{}{}", self.inner.prefix, crate::DLQ_GROUP);
             let result = match route.backend.declare(&dlq, route.partitions.max(1)).await {
-                Ok(()) => route.backend.publish(&dlq, &letter).await,
+                Ok(()) => match route.backend.ensure_group(&dlq, &dlq_group).await {
+                    Ok(()) => route.backend.publish(&dlq, &letter).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match result {

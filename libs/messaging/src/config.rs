@@ -12,6 +12,14 @@ pub enum BackendKind {
     Memory,
     /// Apache Kafka (or any Kafka-protocol broker) through rdkafka.
     Kafka,
+    /// NATS with JetStream.
+    Nats,
+    /// RabbitMQ (AMQP 0-9-1).
+    Rabbitmq,
+    /// Redis streams.
+    Redis,
+    /// AWS SNS topics with SQS queues for consumers.
+    Sns,
 }
 
 impl BackendKind {
@@ -20,6 +28,10 @@ impl BackendKind {
         match self {
             Self::Memory => "memory",
             Self::Kafka => "kafka",
+            Self::Nats => "nats",
+            Self::Rabbitmq => "rabbitmq",
+            Self::Redis => "redis",
+            Self::Sns => "sns",
         }
     }
 }
@@ -46,6 +58,38 @@ pub struct MessagingConfig {
     #[cfg(not(feature = "kafka"))]
     #[serde(default)]
     pub kafka: Option<serde::de::IgnoredAny>,
+    /// NATS connection settings, required when any channel uses NATS.
+    #[cfg(feature = "nats")]
+    #[serde(default)]
+    pub nats: Option<crate::nats::NatsConfig>,
+    /// NATS connection settings (the `nats` feature is off in this build).
+    #[cfg(not(feature = "nats"))]
+    #[serde(default)]
+    pub nats: Option<serde::de::IgnoredAny>,
+    /// RabbitMQ connection settings, required when any channel uses RabbitMQ.
+    #[cfg(feature = "rabbitmq")]
+    #[serde(default)]
+    pub rabbitmq: Option<crate::rabbitmq::RabbitMqConfig>,
+    /// RabbitMQ connection settings (the `rabbitmq` feature is off in this build).
+    #[cfg(not(feature = "rabbitmq"))]
+    #[serde(default)]
+    pub rabbitmq: Option<serde::de::IgnoredAny>,
+    /// Redis connection settings, required when any channel uses Redis.
+    #[cfg(feature = "redis")]
+    #[serde(default)]
+    pub redis: Option<crate::redis::RedisConfig>,
+    /// Redis connection settings (the `redis` feature is off in this build).
+    #[cfg(not(feature = "redis"))]
+    #[serde(default)]
+    pub redis: Option<serde::de::IgnoredAny>,
+    /// SNS/SQS connection settings, required when any channel uses SNS/SQS.
+    #[cfg(feature = "sns")]
+    #[serde(default)]
+    pub sns: Option<crate::sns::SnsConfig>,
+    /// SNS/SQS connection settings (the `sns` feature is off in this build).
+    #[cfg(not(feature = "sns"))]
+    #[serde(default)]
+    pub sns: Option<serde::de::IgnoredAny>,
     /// Memory backend settings.
     #[serde(default)]
     pub memory: MemoryConfig,

@@ -26,6 +26,14 @@ mod handler;
 pub mod kafka;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sns")]
+pub mod sns;
 
 pub use backend::{Backend, Capabilities, Consumer, Delivery, Pattern, StartFrom, SubscribeOptions};
 pub use bus::{Backends, Bus, Subscription};
@@ -38,6 +46,10 @@ pub use handler::{BatchProcessor, Handler, Responder, StreamOptions};
 pub const DLQ_ERROR: &str = "dlqerror";
 /// Extension attribute carrying how many attempts were made before dead-lettering.
 pub const DLQ_ATTEMPTS: &str = "dlqattempts";
+/// The consumer group that keeps a channel's dead letters (`<channel>.dlq`) until an operator
+/// reads or replays them; created before the first dead letter is published, so that backends
+/// without retention (RabbitMQ, SQS) do not drop it.
+pub const DLQ_GROUP: &str = "dead-letters";
 /// Extension attribute with the RFC 3339 time after which nobody waits for a request's reply.
 pub const REQUEST_DEADLINE: &str = "deadline";
 /// Extension attribute naming the channel and group a dead letter came from.

@@ -1,6 +1,7 @@
 //! The bus conformance suite: every scenario is written once and runs against every backend
-//! compiled in — `memory::<scenario>` with the `memory` feature (a default), `kafka::<scenario>`
-//! with the `kafka` feature (broker from `KAFKA_BROKERS`, default `127.0.0.1:9092`).
+//! compiled in, as `<backend>::<scenario>`: `memory` (a default feature), `kafka`
+//! (`KAFKA_BROKERS`, default `127.0.0.1:9092`), `nats` (`NATS_URL`), `rabbitmq`
+//! (`RABBITMQ_URL`), `redis` (`REDIS_URL`) and `sns` (`SNS_ENDPOINT`, the moto emulator).
 //!
 //! Each test gets its own random topic prefix, so tests never share a topic or a consumer
 //! group, and waits for user-visible outcomes with a deadline instead of sleeping.
@@ -74,12 +75,14 @@ impl Fixture {
         format!("{}{channel}", self.config.topic_prefix)
     }
 
-    /// A private consumer of the dead-letter channel of `channel`, from its beginning.
+    /// A consumer of the dead-letter channel of `channel` in the durable group the bus keeps
+    /// dead letters in (the group an operator's tools read).
     async fn dead_letters(&self, channel: &str) -> Box<dyn Consumer> {
         let dlq = format!("{}.dlq", self.physical(channel));
+        let group = format!("{}{}", self.config.topic_prefix, messaging::DLQ_GROUP);
         let backend = self.backend();
         backend.declare(&dlq, 1).await.expect("declare the dead-letter channel");
-        backend.subscribe(&dlq, SubscribeOptions { group: None, start: StartFrom::Earliest }).await.expect("subscribe")
+        backend.subscribe(&dlq, SubscribeOptions { group: Some(group), start: StartFrom::Earliest }).await.expect("subscribe")
     }
 
     /// Stops every consumer of every bus of the test (leaving consumer groups cleanly).
@@ -98,7 +101,7 @@ async fn memory() -> Fixture {
 
 #[cfg(feature = "kafka")]
 async fn kafka() -> Fixture {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
     let mut config = base_config(BackendKind::Kafka);
     config["kafka"] = serde_json::json!({
         "brokers": brokers,
@@ -111,32 +114,47 @@ async fn kafka() -> Fixture {
     Fixture::new(BackendKind::Kafka, config, Duration::from_secs(30)).await
 }
 
-/// Instantiates every scenario for every backend compiled in.
-macro_rules! conformance {
-    ($($scenario:ident),+ $(,)?) => {
-        #[cfg(feature = "memory")]
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::memory().await).await;
-                }
-            )+
-        }
-
-        #[cfg(feature = "kafka")]
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::kafka().await).await;
-                }
-            )+
-        }
-    };
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
-conformance!(
+#[cfg(feature = "nats")]
+async fn nats() -> Fixture {
+    let mut config = base_config(BackendKind::Nats);
+    config["nats"] = serde_json::json!({ "url": env_or("NATS_URL", "nats://127.0.0.1:4222") });
+    Fixture::new(BackendKind::Nats, config, Duration::from_secs(15)).await
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn rabbitmq() -> Fixture {
+    let mut config = base_config(BackendKind::Rabbitmq);
+    config["rabbitmq"] = serde_json::json!({ "url": env_or("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f") });
+    Fixture::new(BackendKind::Rabbitmq, config, Duration::from_secs(15)).await
+}
+
+#[cfg(feature = "redis")]
+async fn redis() -> Fixture {
+    let mut config = base_config(BackendKind::Redis);
+    config["redis"] = serde_json::json!({ "url": env_or("REDIS_URL", "redis://127.0.0.1:6379") });
+    Fixture::new(BackendKind::Redis, config, Duration::from_secs(15)).await
+}
+
+#[cfg(feature = "sns")]
+async fn sns() -> Fixture {
+    let mut config = base_config(BackendKind::Sns);
+    config["sns"] = serde_json::json!({
+        "region": "us-east-1",
+        "endpoint_url": env_or("SNS_ENDPOINT", "http://127.0.0.1:5055"),
+        "access_key_id": "test",
+        "secret_access_key": "test",
+    });
+    Fixture::new(BackendKind::Sns, config, Duration::from_secs(30)).await
+}
+
+/// Every scenario, as tests of the backend whose fixture function has the module's name.
+macro_rules! scenarios {
+    ($backend:ident) => {
+        scenarios!(@each $backend;
     pub_sub_delivers_to_every_group,
     point_to_point_hands_each_message_to_one_consumer,
     request_gets_the_typed_reply_or_times_out,
@@ -146,8 +164,42 @@ conformance!(
     nothing_is_lost_across_a_consumer_restart,
     a_stream_is_processed_in_ordered_batches,
     a_call_that_does_not_fit_the_channel_pattern_is_a_config_error,
-    a_pattern_the_backend_lacks_fails_bus_new,
-);
+    a_pattern_the_backend_lacks_fails_bus_new);
+    };
+    (@each $backend:ident; $($scenario:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario(super::$backend().await).await;
+            }
+        )+
+    };
+}
+
+#[cfg(feature = "memory")]
+mod memory {
+    scenarios!(memory);
+}
+#[cfg(feature = "kafka")]
+mod kafka {
+    scenarios!(kafka);
+}
+#[cfg(feature = "nats")]
+mod nats {
+    scenarios!(nats);
+}
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq {
+    scenarios!(rabbitmq);
+}
+#[cfg(feature = "redis")]
+mod redis {
+    scenarios!(redis);
+}
+#[cfg(feature = "sns")]
+mod sns {
+    scenarios!(sns);
+}
 
 // ---------------------------------------------------------------------------------------
 // Helpers

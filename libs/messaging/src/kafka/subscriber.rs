@@ -105,7 +105,7 @@ impl KafkaConsumer {
     fn accept(&mut self, received: Result<Delivery, Malformed>) {
         match received {
             Ok(delivery) => {
-                if let Receipt::Kafka { partition, .. } = delivery.receipt {
+                if let &Receipt::Kafka { partition, .. } = &delivery.receipt {
                     *self.unacked.entry(partition).or_default() += 1;
                 }
                 self.ready.push_back(delivery);
@@ -164,7 +164,7 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
-        let Receipt::Kafka { partition, offset } = delivery.receipt else {
+        let &Receipt::Kafka { partition, offset } = &delivery.receipt else {
             return Ok(());
         };
         let remaining = self.unacked.get_mut(&partition).map(|n| {

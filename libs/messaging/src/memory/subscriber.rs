@@ -94,7 +94,7 @@ impl Consumer for MemoryConsumer {
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
-        if let Receipt::Memory { seq } = delivery.receipt {
+        if let &Receipt::Memory { seq } = &delivery.receipt {
             self.release(seq);
         }
         Ok(())
