@@ -7,7 +7,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Yaml},
 };
-use messaging::{BackendKind, MessagingConfig};
+use messaging::MessagingConfig;
 use serde::Deserialize;
 
 /// The embedded defaults: the all-in-one mode.
@@ -222,11 +222,10 @@ impl Settings {
         if self.cache.ttl_secs == 0 {
             return err("cache.ttl_secs", "must be at least 1");
         }
-        let uses_kafka = self.messaging.default_backend == BackendKind::Kafka
-            || self.messaging.channels.values().any(|c| c.backend == Some(BackendKind::Kafka));
-        if uses_kafka && self.messaging.kafka.is_none() {
-            return err("messaging.kafka", "required because a channel uses the kafka backend");
-        }
+        self.messaging.validate().map_err(|e| match e {
+            messaging::BusError::Config(message) => ConfigError(message),
+            other => ConfigError(other.to_string()),
+        })?;
         for channel in contracts::channels::ALL {
             if !self.messaging.channels.contains_key(*channel) {
                 return err(
@@ -247,7 +246,7 @@ mod tests {
     fn defaults_are_the_embedded_all_in_one_mode() {
         let s = Settings::with_overrides("{}").expect("defaults load");
         assert_eq!(s.storage, StorageKind::Memory);
-        assert_eq!(s.messaging.default_backend, BackendKind::Memory);
+        assert_eq!(s.messaging.default_backend, messaging::BackendKind::Memory);
         assert_eq!(s.http.port, 8080);
     }
 
@@ -259,6 +258,8 @@ mod tests {
             ("storage: floppy", "storage"),
             ("database: { max_connections: 0 }", "database.max_connections"),
             ("messaging: { default_backend: kafka }", "messaging.kafka"),
+            ("messaging: { backend_selection: { pub_sub: nats } }", "messaging.nats"),
+            ("messaging: { backend_selection: { streaming: carrier_pigeon } }", "messaging.backend_selection.streaming"),
             ("messaging: { channels: { order-events: { pattern: telepathy } } }", "messaging.channels.order-events"),
         ];
         for (yaml, key) in cases {

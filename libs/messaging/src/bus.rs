@@ -25,10 +25,7 @@ impl Backends {
     /// Connects every backend the configuration uses; fails fast when one is unreachable or
     /// not compiled in.
     pub async fn connect(config: &MessagingConfig) -> Result<Self, BusError> {
-        let mut kinds: Vec<BackendKind> = config.channels.values().filter_map(|c| c.backend).collect();
-        kinds.push(config.default_backend);
-        kinds.sort();
-        kinds.dedup();
+        let kinds = config.backends_in_use();
         let mut backends = Self::default();
         for kind in kinds {
             backends.map.insert(kind, connect_backend(kind, config).await?);
@@ -175,16 +172,26 @@ impl Bus {
     ) -> Result<Self, BusError> {
         let mut routes = HashMap::new();
         for (name, channel) in &config.channels {
-            let kind = channel.backend.unwrap_or(config.default_backend);
-            let backend = backends.get(kind).ok_or_else(|| {
-                BusError::Config(format!("messaging.channels.{name}.backend: `{}` is not connected", kind.as_str()))
-            })?;
+            let (kind, key) = config.backend_of(name, channel);
+            let backend = backends
+                .get(kind)
+                .ok_or_else(|| BusError::Config(format!("{key}: backend `{}` is not connected", kind.as_str())))?;
             if !backend.capabilities().supports(channel.pattern) {
                 return Err(BusError::Config(format!(
-                    "messaging.channels.{name}.pattern: backend `{}` does not support {}",
+                    "{key}: backend `{}` does not support {} (channel `{name}`)",
                     backend.name(),
                     channel.pattern.as_str()
                 )));
+            }
+            if let Some(fallback) = config.backend_selection.fallback {
+                let supported = backends.get(fallback).is_some_and(|b| b.capabilities().supports(channel.pattern));
+                if !supported {
+                    return Err(BusError::Config(format!(
+                        "messaging.backend_selection.fallback: backend `{}` cannot carry {} channel `{name}`",
+                        fallback.as_str(),
+                        channel.pattern.as_str()
+                    )));
+                }
             }
             if channel.partitions == 0 {
                 return Err(BusError::Config(format!("messaging.channels.{name}.partitions: must be at least 1")));

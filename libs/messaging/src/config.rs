@@ -47,6 +47,9 @@ pub struct MessagingConfig {
     pub topic_prefix: String,
     /// Declared channels: logical name → pattern, backend, partitions.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Default backend per pattern, and the fallback backend.
+    #[serde(default)]
+    pub backend_selection: BackendSelection,
     /// Handler retries before a message is dead-lettered.
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -93,6 +96,92 @@ pub struct MessagingConfig {
     /// Memory backend settings.
     #[serde(default)]
     pub memory: MemoryConfig,
+}
+
+/// `messaging.backend_selection`: which backend carries a channel that names none, by the
+/// channel's pattern, and which backend stands in when a channel's own is unavailable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSelection {
+    /// Backend for pub/sub channels.
+    #[serde(default)]
+    pub pub_sub: Option<BackendKind>,
+    /// Backend for point-to-point channels.
+    #[serde(default)]
+    pub point_to_point: Option<BackendKind>,
+    /// Backend for request/response channels.
+    #[serde(default)]
+    pub request_response: Option<BackendKind>,
+    /// Backend for streaming channels.
+    #[serde(default)]
+    pub streaming: Option<BackendKind>,
+    /// Backend that stands in for an unavailable one; it must support every pattern it may
+    /// have to carry (checked at start-up).
+    #[serde(default)]
+    pub fallback: Option<BackendKind>,
+}
+
+impl BackendSelection {
+    /// The configured default for `pattern`, if any.
+    pub fn for_pattern(&self, pattern: Pattern) -> Option<BackendKind> {
+        match pattern {
+            Pattern::PubSub => self.pub_sub,
+            Pattern::PointToPoint => self.point_to_point,
+            Pattern::RequestResponse => self.request_response,
+            Pattern::Streaming => self.streaming,
+        }
+    }
+}
+
+impl MessagingConfig {
+    /// The backend that carries `channel`: its own `backend`, else the selection for its
+    /// pattern, else `default_backend`; with the configuration key that chose it.
+    pub fn backend_of(&self, name: &str, channel: &ChannelConfig) -> (BackendKind, String) {
+        if let Some(kind) = channel.backend {
+            return (kind, format!("messaging.channels.{name}.backend"));
+        }
+        if let Some(kind) = self.backend_selection.for_pattern(channel.pattern) {
+            return (kind, format!("messaging.backend_selection.{}", channel.pattern.as_str()));
+        }
+        (self.default_backend, "messaging.default_backend".to_owned())
+    }
+
+    /// Checks what can be checked without connecting: every backend in use has its
+    /// connection section, and every channel has at least one partition. Errors name the key.
+    pub fn validate(&self) -> Result<(), crate::BusError> {
+        for kind in self.backends_in_use() {
+            let present = match kind {
+                BackendKind::Memory => true,
+                BackendKind::Kafka => self.kafka.is_some(),
+                BackendKind::Nats => self.nats.is_some(),
+                BackendKind::Rabbitmq => self.rabbitmq.is_some(),
+                BackendKind::Redis => self.redis.is_some(),
+                BackendKind::Sns => self.sns.is_some(),
+            };
+            if !present {
+                return Err(crate::BusError::Config(format!(
+                    "messaging.{0}: required because a channel uses the {0} backend",
+                    kind.as_str()
+                )));
+            }
+        }
+        for (name, channel) in &self.channels {
+            if channel.partitions == 0 {
+                return Err(crate::BusError::Config(format!("messaging.channels.{name}.partitions: must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every backend the configuration needs connected.
+    pub fn backends_in_use(&self) -> Vec<BackendKind> {
+        let mut kinds: Vec<BackendKind> = self.channels.iter().map(|(name, c)| self.backend_of(name, c).0).collect();
+        kinds.push(self.default_backend);
+        kinds.extend(self.backend_selection.fallback);
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
 }
 
 /// `messaging.memory`.
@@ -170,6 +259,40 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(yaml: serde_json::Value) -> MessagingConfig {
+        serde_json::from_value(yaml).expect("config")
+    }
+
+    #[test]
+    fn a_channel_gets_its_own_backend_then_its_pattern_default_then_the_default() {
+        let c = config(serde_json::json!({
+            "default_backend": "memory",
+            "backend_selection": { "pub_sub": "kafka" },
+            "kafka": { "brokers": "x:9092" },
+            "channels": {
+                "pinned": { "pattern": "pub_sub", "backend": "memory" },
+                "events": { "pattern": "pub_sub" },
+                "queries": { "pattern": "request_response" },
+            },
+        }));
+        let backend = |name: &str| c.backend_of(name, &c.channels[name]);
+        assert_eq!(backend("pinned"), (BackendKind::Memory, "messaging.channels.pinned.backend".into()));
+        assert_eq!(backend("events"), (BackendKind::Kafka, "messaging.backend_selection.pub_sub".into()));
+        assert_eq!(backend("queries"), (BackendKind::Memory, "messaging.default_backend".into()));
+        assert_eq!(c.backends_in_use(), [BackendKind::Memory, BackendKind::Kafka]);
+    }
+
+    #[test]
+    fn a_backend_in_use_without_its_section_is_named() {
+        let c = config(serde_json::json!({
+            "default_backend": "memory",
+            "backend_selection": { "fallback": "nats" },
+            "channels": { "events": { "pattern": "pub_sub" } },
+        }));
+        let err = c.validate().expect_err("nats has no section").to_string();
+        assert!(err.contains("messaging.nats"), "{err}");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -37,7 +37,7 @@ pub mod sns;
 
 pub use backend::{Backend, Capabilities, Consumer, Delivery, Pattern, StartFrom, SubscribeOptions};
 pub use bus::{Backends, Bus, Subscription};
-pub use config::{BackendKind, ChannelConfig, MessagingConfig, RetryPolicy};
+pub use config::{BackendKind, BackendSelection, ChannelConfig, MessagingConfig, RetryPolicy};
 pub use envelope::{Envelope, MessageContext};
 pub use error::{BusError, HandlerError};
 pub use handler::{BatchProcessor, Handler, Responder, StreamOptions};

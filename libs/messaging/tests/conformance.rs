@@ -114,6 +114,7 @@ async fn kafka() -> Fixture {
     Fixture::new(BackendKind::Kafka, config, Duration::from_secs(30)).await
 }
 
+#[allow(dead_code)] // only the server backends' fixtures read the environment
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
