@@ -259,7 +259,10 @@ mod tests {
             ("database: { max_connections: 0 }", "database.max_connections"),
             ("messaging: { default_backend: kafka }", "messaging.kafka"),
             ("messaging: { backend_selection: { pub_sub: nats } }", "messaging.nats"),
-            ("messaging: { backend_selection: { streaming: carrier_pigeon } }", "messaging.backend_selection.streaming"),
+            (
+                "messaging: { backend_selection: { streaming: carrier_pigeon } }",
+                "messaging.backend_selection.streaming",
+            ),
             ("messaging: { channels: { order-events: { pattern: telepathy } } }", "messaging.channels.order-events"),
         ];
         for (yaml, key) in cases {

@@ -10,6 +10,7 @@ use tracing::{Instrument, debug, error, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
+    middleware::{Deduplicate, Delivered, Middleware, Next, Observe, Retry},
     Backend, BackendKind, BatchProcessor, BusError, Consumer, Delivery, Envelope, Handler, HandlerError,
     MessagingConfig, Pattern, Responder, RetryPolicy, StartFrom, StreamOptions, SubscribeOptions,
 };
@@ -115,6 +116,9 @@ struct Route {
     kind: BackendKind,
 }
 
+/// Message ids each subscription remembers for deduplication.
+const DEDUP_CAPACITY: usize = 10_000;
+
 struct Inner {
     source: String,
     service: String,
@@ -123,6 +127,7 @@ struct Inner {
     retry: RetryPolicy,
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Envelope>>>,
     reply_channels: tokio::sync::Mutex<HashMap<BackendKind, String>>,
+    middleware: Mutex<Vec<Arc<dyn Middleware>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -151,8 +156,39 @@ impl Subscription {
 
 enum Work {
     Each(Arc<dyn Handler>),
-    Respond(Arc<dyn Responder>),
     Batch(Arc<dyn BatchProcessor>),
+}
+
+/// Answers a request through a responder and sends the reply where the request asks: the
+/// handler at the end of a `serve` subscription's middleware chain.
+struct Answer {
+    backend: Arc<dyn Backend>,
+    channel: String,
+    responder: Arc<dyn Responder>,
+}
+
+#[async_trait::async_trait]
+impl Handler for Answer {
+    async fn handle(&self, request: Envelope) -> Result<(), HandlerError> {
+        let reply_to = request
+            .reply_to
+            .as_deref()
+            .ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
+        let expired = request
+            .extensions
+            .get(crate::REQUEST_DEADLINE)
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+            .is_some_and(|d| d < chrono::Utc::now());
+        if expired {
+            debug!(request = %request.id, "request expired before it was answered; skipped");
+            metrics::counter!("petstore_requests_expired_total", "channel" => self.channel.clone()).increment(1);
+            return Ok(());
+        }
+        let mut reply = self.responder.respond(request.clone()).await?;
+        reply.causation_id = Some(request.id.to_string());
+        reply.correlation_id.clone_from(&request.correlation_id);
+        self.backend.publish(reply_to, &reply).await.map_err(HandlerError::from)
+    }
 }
 
 enum Outcome {
@@ -178,7 +214,7 @@ impl Bus {
                 .ok_or_else(|| BusError::Config(format!("{key}: backend `{}` is not connected", kind.as_str())))?;
             if !backend.capabilities().supports(channel.pattern) {
                 return Err(BusError::Config(format!(
-                    "{key}: backend `{}` does not support {} (channel `{name}`)",
+                    "messaging.channels.{name}.pattern: backend `{}` (chosen by {key}) does not support {}",
                     backend.name(),
                     channel.pattern.as_str()
                 )));
@@ -218,6 +254,7 @@ impl Bus {
                 retry: config.retry,
                 pending: Mutex::new(HashMap::new()),
                 reply_channels: tokio::sync::Mutex::new(HashMap::new()),
+                middleware: Mutex::new(Vec::new()),
                 shutdown: shutdown.child_token(),
                 tasks: TaskTracker::new(),
             }),
@@ -367,7 +404,8 @@ impl Bus {
     /// requester's reply channel with the request's id as its causation id.
     pub async fn serve(&self, channel: &str, group: &str, responder: impl Responder) -> Result<Subscription, BusError> {
         let route = self.route(channel, &[Pattern::RequestResponse], "serve")?.clone();
-        self.spawn_consumer(route, group, Work::Respond(Arc::new(responder)), 16, Duration::ZERO, None).await
+        let answer = Answer { backend: route.backend.clone(), channel: route.channel.clone(), responder: Arc::new(responder) };
+        self.spawn_consumer(route, group, Work::Each(Arc::new(answer)), 16, Duration::ZERO, None).await
     }
 
     /// Processes a stream in batches: up to `batch_size` messages, gathered for at most
@@ -421,6 +459,9 @@ impl Bus {
         max_wait: Duration,
         cancel: CancellationToken,
     ) {
+        let mut chain: Vec<Arc<dyn Middleware>> =
+            vec![Arc::new(Observe), Arc::new(Deduplicate::new(DEDUP_CAPACITY)), Arc::new(Retry(self.inner.retry))];
+        chain.extend(self.inner.middleware.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         'receive: loop {
             let received = tokio::select! {
                 () = cancel.cancelled() => break,
@@ -446,17 +487,16 @@ impl Bus {
                 }
                 Work::Each(handler) => {
                     for d in &deliveries {
-                        let outcome = self.with_retry(&cancel, || handler.handle(d.envelope.clone())).await;
-                        if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await
-                        {
-                            break 'receive;
-                        }
-                    }
-                }
-                Work::Respond(responder) => {
-                    for d in &deliveries {
-                        let outcome =
-                            self.with_retry(&cancel, || Self::answer(&route, responder.as_ref(), &d.envelope)).await;
+                        let delivered =
+                            Delivered::new(&route.channel, &group, route.backend.name(), route.pattern, &cancel);
+                        let result = Next::new(&chain, handler.as_ref()).run(d.envelope.clone(), &delivered).await;
+                        let outcome = match result {
+                            Ok(()) => Outcome::Done,
+                            Err(HandlerError::Retriable(_)) if cancel.is_cancelled() => Outcome::Cancelled,
+                            Err(HandlerError::Retriable(error) | HandlerError::Fatal(error)) => {
+                                Outcome::DeadLetter { error, attempts: delivered.attempts() }
+                            }
+                        };
                         if !self.settle(&mut *consumer, &route, &group, std::slice::from_ref(d), outcome, &cancel).await
                         {
                             break 'receive;
@@ -466,25 +506,6 @@ impl Bus {
             }
         }
         consumer.close().await;
-    }
-
-    async fn answer(route: &Route, responder: &dyn Responder, request: &Envelope) -> Result<(), HandlerError> {
-        let reply_to =
-            request.reply_to.as_deref().ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
-        let expired = request
-            .extensions
-            .get(crate::REQUEST_DEADLINE)
-            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-            .is_some_and(|d| d < chrono::Utc::now());
-        if expired {
-            debug!(request = %request.id, "request expired before it was answered; skipped");
-            metrics::counter!("petstore_requests_expired_total", "channel" => route.channel.clone()).increment(1);
-            return Ok(());
-        }
-        let mut reply = responder.respond(request.clone()).await?;
-        reply.causation_id = Some(request.id.to_string());
-        reply.correlation_id.clone_from(&request.correlation_id);
-        route.backend.publish(reply_to, &reply).await.map_err(HandlerError::from)
     }
 
     /// Acknowledges the deliveries after their outcome; returns false when the consumer must
@@ -505,9 +526,7 @@ impl Bus {
         ];
         match outcome {
             Outcome::Cancelled => return false,
-            Outcome::Done => {
-                metrics::counter!("petstore_messages_consumed_total", &labels).increment(deliveries.len() as u64);
-            }
+            Outcome::Done => {}
             Outcome::DeadLetter { error, attempts } => {
                 for d in deliveries {
                     if !self.dead_letter(route, group, &d.envelope, &error, attempts, cancel).await {
@@ -526,7 +545,8 @@ impl Bus {
         true
     }
 
-    /// Runs `attempt` until it succeeds, fails fatally, or exhausts the retry policy.
+    /// Runs a batch `attempt` until it succeeds, fails fatally, or exhausts the retry policy
+    /// (single messages go through the [`Retry`] middleware instead).
     async fn with_retry<F, Fut>(&self, cancel: &CancellationToken, mut attempt: F) -> Outcome
     where
         F: FnMut() -> Fut,
@@ -594,6 +614,12 @@ impl Bus {
                 }
             }
         }
+    }
+
+    /// Adds a middleware layer to the subscriptions this bus starts from now on, inside the
+    /// built-in ones (it runs once per attempt, after deduplication).
+    pub fn add_middleware(&self, middleware: impl Middleware) {
+        self.inner.middleware.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(middleware));
     }
 
     /// Stops every consumer of this bus and waits for in-flight messages to finish.

@@ -55,7 +55,8 @@ pub struct MessageContext {
     pub correlation_id: Option<String>,
     /// The id of the message being handled when this one is produced.
     pub causation_id: Option<String>,
-    /// The producer's W3C trace context.
+    /// The W3C trace context of the message being handled; a new message continues its trace
+    /// (or starts one when there is none).
     pub traceparent: Option<String>,
 }
 
@@ -91,7 +92,7 @@ impl Envelope {
             partition_key: Some(key),
             correlation_id: ctx.correlation_id.clone(),
             causation_id: ctx.causation_id.clone(),
-            traceparent: ctx.traceparent.clone(),
+            traceparent: Some(ctx.traceparent.as_deref().map_or_else(crate::trace::new_root, crate::trace::child_of)),
             reply_to: None,
             extensions: BTreeMap::new(),
             data: Bytes::from(data),

@@ -21,6 +21,8 @@ mod config;
 mod envelope;
 mod error;
 mod handler;
+pub mod middleware;
+pub mod trace;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -41,6 +43,7 @@ pub use config::{BackendKind, BackendSelection, ChannelConfig, MessagingConfig, 
 pub use envelope::{Envelope, MessageContext};
 pub use error::{BusError, HandlerError};
 pub use handler::{BatchProcessor, Handler, Responder, StreamOptions};
+pub use middleware::{Delivered, Middleware, Next};
 
 /// Extension attribute carrying the error of a dead-lettered message.
 pub const DLQ_ERROR: &str = "dlqerror";

@@ -82,7 +82,10 @@ impl Fixture {
         let group = format!("{}{}", self.config.topic_prefix, messaging::DLQ_GROUP);
         let backend = self.backend();
         backend.declare(&dlq, 1).await.expect("declare the dead-letter channel");
-        backend.subscribe(&dlq, SubscribeOptions { group: Some(group), start: StartFrom::Earliest }).await.expect("subscribe")
+        backend
+            .subscribe(&dlq, SubscribeOptions { group: Some(group), start: StartFrom::Earliest })
+            .await
+            .expect("subscribe")
     }
 
     /// Stops every consumer of every bus of the test (leaving consumer groups cleanly).
@@ -165,7 +168,8 @@ macro_rules! scenarios {
     nothing_is_lost_across_a_consumer_restart,
     a_stream_is_processed_in_ordered_batches,
     a_call_that_does_not_fit_the_channel_pattern_is_a_config_error,
-    a_pattern_the_backend_lacks_fails_bus_new);
+    a_pattern_the_backend_lacks_fails_bus_new,
+    a_message_delivered_twice_is_handled_once);
     };
     (@each $backend:ident; $($scenario:ident),+) => {
         $(
@@ -325,6 +329,24 @@ async fn pub_sub_delivers_to_every_group(f: Fixture) {
     .await;
     assert_eq!(a.ids(), sent, "group a got only the published messages");
     assert_eq!(b.ids(), sent, "group b got only the published messages");
+    f.finish().await;
+}
+
+async fn a_message_delivered_twice_is_handled_once(f: Fixture) {
+    // A producer that retries after a lost acknowledgement sends the same message (same id)
+    // again; the subscription's deduplication layer hands it to the handler once.
+    let bus = f.bus("publisher").await;
+    let seen = Seen::default();
+    bus.subscribe("events", "dedup", seen.handler()).await.expect("subscribe");
+    let once = message("k", 1);
+    let after = message("k", 2);
+    for env in [&once, &once, &after] {
+        bus.publish("events", env).await.expect("publish");
+    }
+    eventually(f.patience, || if seen.ids().contains(&after.id) { Ok(()) } else { Err("the last message".into()) })
+        .await;
+    let handled: Vec<String> = seen.all().iter().map(label).collect();
+    assert_eq!(handled, ["k-1", "k-2"], "the repeated id was handled once, in order");
     f.finish().await;
 }
 

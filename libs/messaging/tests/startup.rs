@@ -62,7 +62,10 @@ async fn a_pattern_chosen_by_backend_selection_that_the_backend_lacks_is_refused
     }));
     let backends = Backends::default().with(BackendKind::Kafka, Arc::new(PubSubOnly));
     let err = Bus::new(&backends, &c, "test", CancellationToken::new()).await.err().expect("refused").to_string();
-    assert!(err.contains("messaging.backend_selection.streaming") && err.contains("does not support streaming"), "{err}");
+    assert!(
+        err.contains("messaging.backend_selection.streaming") && err.contains("does not support streaming"),
+        "{err}"
+    );
 }
 
 #[cfg(feature = "kafka")]
@@ -75,7 +78,8 @@ async fn an_unreachable_kafka_broker_fails_start_up_with_its_address() {
     }));
     // The bound only keeps a broken build from hanging the suite; the backend's own
     // operation timeout is what ends the attempt.
-    let result = tokio::time::timeout(std::time::Duration::from_secs(60), Backends::connect(&c)).await.expect("gives up");
+    let result =
+        tokio::time::timeout(std::time::Duration::from_secs(60), Backends::connect(&c)).await.expect("gives up");
     let err = result.err().expect("unreachable").to_string();
     assert!(err.contains("kafka") && err.contains("127.0.0.1:1"), "{err}");
 }

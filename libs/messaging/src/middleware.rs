@@ -1,0 +1,185 @@
+//! Middleware: layers around a message handler, composed like tower layers. Each layer sees
+//! the message and the rest of the chain ([`Next`]) and may act before and after it, run it
+//! again (retry) or not at all (deduplication).
+//!
+//! Every subscription runs `Observe → Deduplicate → Retry → (layers added with
+//! [`crate::Bus::add_middleware`]) → handler`. What is left failing after the chain is
+//! dead-lettered by the bus, which alone can acknowledge the delivery.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Instant,
+};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+use uuid::Uuid;
+
+use crate::{Envelope, Handler, HandlerError, Pattern, RetryPolicy};
+
+/// Where a message was delivered, for layers that log, measure or retry.
+pub struct Delivered<'a> {
+    /// Logical channel.
+    pub channel: &'a str,
+    /// Consumer group.
+    pub group: &'a str,
+    /// Backend name.
+    pub backend: &'static str,
+    /// The channel's pattern.
+    pub pattern: Pattern,
+    cancel: &'a CancellationToken,
+    attempts: AtomicU32,
+}
+
+impl<'a> Delivered<'a> {
+    pub(crate) fn new(channel: &'a str, group: &'a str, backend: &'static str, pattern: Pattern, cancel: &'a CancellationToken) -> Self {
+        Self { channel, group, backend, pattern, cancel, attempts: AtomicU32::new(0) }
+    }
+
+    /// Handler attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Whether the consumer is shutting down (a layer should stop waiting).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// One layer around message handling.
+#[async_trait]
+pub trait Middleware: Send + Sync + 'static {
+    /// Handles `message`, calling `next.run` to pass it on (zero, one or several times).
+    async fn call(&self, message: Envelope, delivered: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError>;
+}
+
+/// The rest of the chain after a layer. `Copy`, so a layer can run it more than once.
+#[derive(Clone, Copy)]
+pub struct Next<'a> {
+    layers: &'a [Arc<dyn Middleware>],
+    handler: &'a dyn Handler,
+}
+
+impl<'a> Next<'a> {
+    pub(crate) fn new(layers: &'a [Arc<dyn Middleware>], handler: &'a dyn Handler) -> Self {
+        Self { layers, handler }
+    }
+
+    /// Runs the remaining layers and then the handler.
+    pub async fn run(self, message: Envelope, delivered: &Delivered<'_>) -> Result<(), HandlerError> {
+        match self.layers.split_first() {
+            Some((layer, rest)) => layer.call(message, delivered, Next { layers: rest, handler: self.handler }).await,
+            None => {
+                delivered.attempts.fetch_add(1, Ordering::Relaxed);
+                self.handler.handle(message).await
+            }
+        }
+    }
+}
+
+/// Metrics per channel, backend, pattern and group, and a tracing span per message that
+/// carries its id, type, correlation id and W3C trace context.
+pub struct Observe;
+
+#[async_trait]
+impl Middleware for Observe {
+    async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
+        let span = info_span!(
+            "message",
+            message_id = %message.id,
+            r#type = %message.event_type,
+            correlation_id = message.correlation_id.as_deref().unwrap_or(""),
+            traceparent = message.traceparent.as_deref().unwrap_or(""),
+        );
+        let started = Instant::now();
+        let result = next.run(message, d).instrument(span).await;
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(HandlerError::Retriable(_)) => "retriable_error",
+            Err(HandlerError::Fatal(_)) => "fatal_error",
+        };
+        let labels = [
+            ("channel", d.channel.to_owned()),
+            ("backend", d.backend.to_owned()),
+            ("pattern", d.pattern.as_str().to_owned()),
+            ("group", d.group.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ];
+        metrics::counter!("petstore_messages_consumed_total", &labels).increment(1);
+        metrics::histogram!("petstore_message_handler_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Skips a message whose id this subscription has already handled successfully (a
+/// redelivery after a lost acknowledgement), remembering the last `capacity` ids. Handlers
+/// stay idempotent on their own (the inbox); this saves them the work.
+pub struct Deduplicate {
+    seen: Mutex<(HashSet<Uuid>, VecDeque<Uuid>)>,
+    capacity: usize,
+}
+
+impl Deduplicate {
+    /// Remembers up to `capacity` message ids.
+    pub fn new(capacity: usize) -> Self {
+        Self { seen: Mutex::new((HashSet::new(), VecDeque::new())), capacity: capacity.max(1) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashSet<Uuid>, VecDeque<Uuid>)> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Middleware for Deduplicate {
+    async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
+        let id = message.id;
+        if self.lock().0.contains(&id) {
+            debug!(message_id = %id, "duplicate delivery skipped");
+            metrics::counter!("petstore_messages_deduplicated_total", "channel" => d.channel.to_owned()).increment(1);
+            return Ok(());
+        }
+        next.run(message, d).await?;
+        let mut seen = self.lock();
+        if seen.0.insert(id) {
+            seen.1.push_back(id);
+            while seen.1.len() > self.capacity {
+                if let Some(old) = seen.1.pop_front() {
+                    seen.0.remove(&old);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Retries retriable failures with exponential backoff and jitter, up to the policy's
+/// attempts; fatal failures are not retried. Stops waiting when the consumer shuts down.
+pub struct Retry(pub RetryPolicy);
+
+#[async_trait]
+impl Middleware for Retry {
+    async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
+        let mut attempt = 1;
+        loop {
+            match next.run(message.clone(), d).await {
+                Err(HandlerError::Retriable(error)) if attempt < self.0.max_attempts && !d.is_cancelled() => {
+                    metrics::counter!("petstore_messages_retried_total", "channel" => d.channel.to_owned()).increment(1);
+                    warn!(attempt, %error, "handler failed; retrying");
+                    tokio::select! {
+                        () = d.cancel.cancelled() => return Err(HandlerError::Retriable(error)),
+                        () = tokio::time::sleep(self.0.backoff(attempt)) => {}
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
