@@ -397,7 +397,10 @@ impl Bus {
     pub async fn subscribe(&self, channel: &str, group: &str, handler: impl Handler) -> Result<Subscription, BusError> {
         let route = self.route(channel, &[Pattern::PubSub, Pattern::PointToPoint, Pattern::Streaming], "subscribe")?;
         let route = route.clone();
-        self.spawn_consumer(route, group, Work::Each(Arc::new(handler)), 16, Duration::ZERO, None).await
+        // Competing consumers share a point-to-point group: taking one message at a time
+        // leaves the rest to whichever consumer is free, instead of one hoarding a batch.
+        let batch = if route.pattern == Pattern::PointToPoint { 1 } else { 16 };
+        self.spawn_consumer(route, group, Work::Each(Arc::new(handler)), batch, Duration::ZERO, None).await
     }
 
     /// Answers requests on a request/response channel; the reply goes back to the
