@@ -114,6 +114,9 @@ struct Route {
     start: StartFrom,
     backend: Arc<dyn Backend>,
     kind: BackendKind,
+    /// Publish counters, resolved once: labels are not rebuilt on the hot path.
+    published: metrics::Counter,
+    publish_failed: metrics::Counter,
 }
 
 /// Message ids each subscription remembers for deduplication.
@@ -234,7 +237,13 @@ impl Bus {
             }
             let physical = format!("{}{}", config.topic_prefix, name);
             backend.declare(&physical, channel.partitions).await?;
+            let counter = |outcome: &'static str| {
+                metrics::counter!("petstore_messages_published_total",
+                    "channel" => name.clone(), "backend" => backend.name(), "pattern" => channel.pattern.as_str(), "outcome" => outcome)
+            };
             let route = Route {
+                published: counter("ok"),
+                publish_failed: counter("error"),
                 channel: name.clone(),
                 physical,
                 pattern: channel.pattern,
@@ -298,10 +307,7 @@ impl Bus {
 
     async fn publish_on(route: &Route, physical: &str, envelope: &Envelope) -> Result<(), BusError> {
         let result = route.backend.publish(physical, envelope).await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("petstore_messages_published_total",
-            "channel" => route.channel.clone(), "backend" => route.backend.name(), "pattern" => route.pattern.as_str(), "outcome" => outcome)
-        .increment(1);
+        if result.is_ok() { &route.published } else { &route.publish_failed }.increment(1);
         result
     }
 
@@ -463,7 +469,11 @@ impl Bus {
         cancel: CancellationToken,
     ) {
         let mut chain: Vec<Arc<dyn Middleware>> =
-            vec![Arc::new(Observe), Arc::new(Deduplicate::new(DEDUP_CAPACITY)), Arc::new(Retry(self.inner.retry))];
+            vec![
+                Arc::new(Observe::new(&route.channel, route.backend.name(), route.pattern, &group)),
+                Arc::new(Deduplicate::new(DEDUP_CAPACITY)),
+                Arc::new(Retry(self.inner.retry)),
+            ];
         chain.extend(self.inner.middleware.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         'receive: loop {
             let received = tokio::select! {

@@ -84,8 +84,33 @@ impl<'a> Next<'a> {
 }
 
 /// Metrics per channel, backend, pattern and group, and a tracing span per message that
-/// carries its id, type, correlation id and W3C trace context.
-pub struct Observe;
+/// carries its id, type, correlation id and W3C trace context. Metric handles are resolved
+/// once per subscription, not per message.
+pub struct Observe {
+    ok: (metrics::Counter, metrics::Histogram),
+    retriable: (metrics::Counter, metrics::Histogram),
+    fatal: (metrics::Counter, metrics::Histogram),
+}
+
+impl Observe {
+    /// The layer for one subscription.
+    pub fn new(channel: &str, backend: &'static str, pattern: Pattern, group: &str) -> Self {
+        let handles = |outcome: &'static str| {
+            let labels = [
+                ("channel", channel.to_owned()),
+                ("backend", backend.to_owned()),
+                ("pattern", pattern.as_str().to_owned()),
+                ("group", group.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ];
+            (
+                metrics::counter!("petstore_messages_consumed_total", &labels),
+                metrics::histogram!("petstore_message_handler_duration_seconds", &labels),
+            )
+        };
+        Self { ok: handles("ok"), retriable: handles("retriable_error"), fatal: handles("fatal_error") }
+    }
+}
 
 #[async_trait]
 impl Middleware for Observe {
@@ -99,20 +124,13 @@ impl Middleware for Observe {
         );
         let started = Instant::now();
         let result = next.run(message, d).instrument(span).await;
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(HandlerError::Retriable(_)) => "retriable_error",
-            Err(HandlerError::Fatal(_)) => "fatal_error",
+        let (count, duration) = match &result {
+            Ok(()) => &self.ok,
+            Err(HandlerError::Retriable(_)) => &self.retriable,
+            Err(HandlerError::Fatal(_)) => &self.fatal,
         };
-        let labels = [
-            ("channel", d.channel.to_owned()),
-            ("backend", d.backend.to_owned()),
-            ("pattern", d.pattern.as_str().to_owned()),
-            ("group", d.group.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ];
-        metrics::counter!("petstore_messages_consumed_total", &labels).increment(1);
-        metrics::histogram!("petstore_message_handler_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        count.increment(1);
+        duration.record(started.elapsed().as_secs_f64());
         result
     }
 }
