@@ -317,3 +317,34 @@ async fn killing_participants_mid_run_loses_and_duplicates_no_step() {
         assert_eq!(events, 12, "started + 5×(started, succeeded) + completed, nothing twice");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_runs_unchanged_with_inventory_on_nats_and_notifications_on_rabbitmq() {
+    // The saga's commands stay on Kafka; the inventory's events and status query move to NATS
+    // and the notification channels to RabbitMQ. No service knows or cares.
+    let extra = format!(
+        r#"  nats: {{ url: "{nats}" }}
+  rabbitmq: {{ url: "{rabbitmq}" }}
+  channels:
+    inventory-events: {{ pattern: pub_sub, partitions: 3, backend: nats }}
+    inventory-queries: {{ pattern: request_response, partitions: 1, backend: nats }}
+    notification-commands: {{ pattern: point_to_point, partitions: 3, backend: rabbitmq }}
+    notification-events: {{ pattern: pub_sub, partitions: 3, backend: rabbitmq }}"#,
+        nats = support::env_or("NATS_URL", "nats://127.0.0.1:4222"),
+        rabbitmq = support::env_or("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    );
+    let cluster = Cluster::start_with(&extra).await;
+    let (status, placed) = cluster.place_order("grace", "bearded-dragon-005", "credit_card").await;
+    assert_eq!(status, 202, "the pet lookup went over NATS: {placed}");
+    let saga = cluster.wait_for_saga_end(&order_id(&placed).to_string(), "grace", SAGA_LIMIT).await;
+    assert_eq!(saga["status"], "completed", "{saga}");
+    let (_, declined) = cluster.place_order("heidi", "goldfish-004", "declined_card").await;
+    let saga = cluster.wait_for_saga_end(&order_id(&declined).to_string(), "heidi", SAGA_LIMIT).await;
+    assert_eq!(saga["status"], "compensated", "{saga}");
+    assert!(saga["notice"]["sent_at"].is_string(), "the notice went through RabbitMQ: {saga}");
+    let (_, pet) = cluster.get_json("inventory", "/pets/bearded-dragon-005", "grace").await;
+    assert_eq!(pet["status"], "sold", "the cache was invalidated by an event over NATS: {pet}");
+    let metrics = cluster.http.get(cluster.url("notification", "/metrics")).send().await.expect("metrics");
+    let metrics = metrics.text().await.expect("text");
+    assert!(metrics.contains("backend=\"rabbitmq\""), "notification consumed from RabbitMQ:\n{metrics}");
+}

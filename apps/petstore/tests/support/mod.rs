@@ -38,8 +38,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Creates the database and starts every service; returns once all answer `/ready`.
+    /// Creates the database and starts every service with every channel on Kafka; returns
+    /// once all answer `/ready`.
     pub async fn start() -> Cluster {
+        Self::start_with("").await
+    }
+
+    /// Like [`Cluster::start`], with `messaging` extra YAML lines (indented two spaces) merged
+    /// into the services' messaging configuration: other backends, channels moved to them.
+    pub async fn start_with(messaging_extra: &str) -> Cluster {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
         let db_name = format!("e2e_{id}");
@@ -68,6 +75,7 @@ messaging:
   kafka:
     brokers: "{brokers}"
     client: {{ "fetch.wait.max.ms": "10", "session.timeout.ms": "6000", "heartbeat.interval.ms": "1000" }}
+{messaging_extra}
 services:
   order: {{ port: {order}, pet_lookup_timeout_ms: 10000 }}
   payment: {{ port: {payment} }}
