@@ -97,6 +97,13 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (channel, group);
         Ok(())
     }
+    /// Deletes a channel and what it holds. The bus calls it for its private reply channel
+    /// when it closes, so that short-lived processes leave nothing behind; a no-op where a
+    /// channel costs nothing when unused.
+    async fn remove(&self, channel: &str) -> Result<(), BusError> {
+        let _ = channel;
+        Ok(())
+    }
     /// Attaches a consumer.
     async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError>;
     /// Checks that the backend is reachable.

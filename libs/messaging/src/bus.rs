@@ -10,9 +10,9 @@ use tracing::{Instrument, debug, error, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
-    middleware::{Deduplicate, Delivered, Middleware, Next, Observe, Retry},
     Backend, BackendKind, BatchProcessor, BusError, Consumer, Delivery, Envelope, Handler, HandlerError,
     MessagingConfig, Pattern, Responder, RetryPolicy, StartFrom, StreamOptions, SubscribeOptions,
+    middleware::{Deduplicate, Delivered, Middleware, Next, Observe, Retry},
 };
 
 /// The connected backends of a process, shared by every [`Bus`] in it (in the all-in-one
@@ -173,10 +173,8 @@ struct Answer {
 #[async_trait::async_trait]
 impl Handler for Answer {
     async fn handle(&self, request: Envelope) -> Result<(), HandlerError> {
-        let reply_to = request
-            .reply_to
-            .as_deref()
-            .ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
+        let reply_to =
+            request.reply_to.as_deref().ok_or_else(|| HandlerError::fatal("request without a `replyto` attribute"))?;
         let expired = request
             .extensions
             .get(crate::REQUEST_DEADLINE)
@@ -413,7 +411,8 @@ impl Bus {
     /// requester's reply channel with the request's id as its causation id.
     pub async fn serve(&self, channel: &str, group: &str, responder: impl Responder) -> Result<Subscription, BusError> {
         let route = self.route(channel, &[Pattern::RequestResponse], "serve")?.clone();
-        let answer = Answer { backend: route.backend.clone(), channel: route.channel.clone(), responder: Arc::new(responder) };
+        let answer =
+            Answer { backend: route.backend.clone(), channel: route.channel.clone(), responder: Arc::new(responder) };
         self.spawn_consumer(route, group, Work::Each(Arc::new(answer)), 16, Duration::ZERO, None).await
     }
 
@@ -468,12 +467,11 @@ impl Bus {
         max_wait: Duration,
         cancel: CancellationToken,
     ) {
-        let mut chain: Vec<Arc<dyn Middleware>> =
-            vec![
-                Arc::new(Observe::new(&route.channel, route.backend.name(), route.pattern, &group)),
-                Arc::new(Deduplicate::new(DEDUP_CAPACITY)),
-                Arc::new(Retry(self.inner.retry)),
-            ];
+        let mut chain: Vec<Arc<dyn Middleware>> = vec![
+            Arc::new(Observe::new(&route.channel, route.backend.name(), route.pattern, &group)),
+            Arc::new(Deduplicate::new(DEDUP_CAPACITY)),
+            Arc::new(Retry(self.inner.retry)),
+        ];
         chain.extend(self.inner.middleware.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         'receive: loop {
             let received = tokio::select! {
@@ -635,10 +633,20 @@ impl Bus {
         self.inner.middleware.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(middleware));
     }
 
-    /// Stops every consumer of this bus and waits for in-flight messages to finish.
+    /// Stops every consumer of this bus, waits for in-flight messages to finish, and deletes
+    /// the bus's private reply channels.
     pub async fn close(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        let replies: Vec<(BackendKind, String)> = self.inner.reply_channels.lock().await.drain().collect();
+        for (kind, channel) in replies {
+            let backend = self.inner.routes.values().find(|r| r.kind == kind).map(|r| r.backend.clone());
+            if let Some(backend) = backend
+                && let Err(e) = backend.remove(&channel).await
+            {
+                warn!(error = %e, channel, "could not delete the reply channel");
+            }
+        }
     }
 }

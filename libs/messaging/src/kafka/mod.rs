@@ -122,6 +122,24 @@ impl Backend for KafkaBackend {
         Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: true }
     }
 
+    async fn remove(&self, channel: &str) -> Result<(), BusError> {
+        let timeout = self.config.operation_timeout();
+        let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+        let results = self
+            .admin
+            .delete_topics(&[channel], &options)
+            .await
+            .map_err(|e| client_error(&format!("delete topic `{channel}`"), &e))?;
+        self.declared().remove(channel);
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, code)) => return Err(BusError::transient(NAME, format!("delete topic `{name}`: {code}"))),
+            }
+        }
+        Ok(())
+    }
+
     async fn declare(&self, channel: &str, partitions: u32) -> Result<(), BusError> {
         if self.declared().contains(channel) {
             return Ok(());

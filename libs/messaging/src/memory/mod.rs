@@ -62,6 +62,13 @@ impl MemoryBackend {
         Self { channels: Mutex::new(HashMap::new()), retention: retention.max(1) }
     }
 
+    /// The channels that exist, sorted (for operators and tests).
+    pub fn channel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.channels).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     fn channel(&self, name: &str) -> Arc<Channel> {
         let mut channels = lock(&self.channels);
         channels
@@ -87,6 +94,11 @@ impl Backend for MemoryBackend {
 
     async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
         self.channel(channel);
+        Ok(())
+    }
+
+    async fn remove(&self, channel: &str) -> Result<(), BusError> {
+        lock(&self.channels).remove(channel);
         Ok(())
     }
 

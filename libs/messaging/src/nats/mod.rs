@@ -191,6 +191,16 @@ impl Backend for NatsBackend {
         Capabilities { patterns: Pattern::ALL, ordering_per_key: false, durable: true, replay: true }
     }
 
+    async fn remove(&self, channel: &str) -> Result<(), BusError> {
+        match self.jetstream.delete_stream(physical_name(channel)).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => return Err(BusError::transient(NAME, format!("delete stream of `{channel}`: {e}"))),
+        }
+        self.declared().remove(channel);
+        Ok(())
+    }
+
     async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
         if self.declared().contains(channel) {
             return Ok(());

@@ -279,6 +279,16 @@ impl Backend for RabbitMqBackend {
         }
     }
 
+    async fn remove(&self, channel: &str) -> Result<(), BusError> {
+        let exchange = exchange_name(channel)?;
+        let amqp = self.shared.channel().await?;
+        let delete = amqp.exchange_delete(exchange.clone(), lapin::options::ExchangeDeleteOptions::default());
+        self.shared.op(&format!("delete exchange `{exchange}`"), delete).await?;
+        lock(&self.exchanges).remove(channel);
+        lock(&self.groups).retain(|(c, _)| c != channel);
+        Ok(())
+    }
+
     async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
         if lock(&self.exchanges).contains(channel) {
             return Ok(());
