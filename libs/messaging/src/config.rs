@@ -167,7 +167,9 @@ impl MessagingConfig {
         }
         for (name, channel) in &self.channels {
             if channel.partitions == 0 {
-                return Err(crate::BusError::Config(format!("messaging.channels.{name}.partitions: must be at least 1")));
+                return Err(crate::BusError::Config(format!(
+                    "messaging.channels.{name}.partitions: must be at least 1"
+                )));
             }
         }
         Ok(())

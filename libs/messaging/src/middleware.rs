@@ -37,7 +37,13 @@ pub struct Delivered<'a> {
 }
 
 impl<'a> Delivered<'a> {
-    pub(crate) fn new(channel: &'a str, group: &'a str, backend: &'static str, pattern: Pattern, cancel: &'a CancellationToken) -> Self {
+    pub(crate) fn new(
+        channel: &'a str,
+        group: &'a str,
+        backend: &'static str,
+        pattern: Pattern,
+        cancel: &'a CancellationToken,
+    ) -> Self {
         Self { channel, group, backend, pattern, cancel, attempts: AtomicU32::new(0) }
     }
 
@@ -188,7 +194,8 @@ impl Middleware for Retry {
         loop {
             match next.run(message.clone(), d).await {
                 Err(HandlerError::Retriable(error)) if attempt < self.0.max_attempts && !d.is_cancelled() => {
-                    metrics::counter!("petstore_messages_retried_total", "channel" => d.channel.to_owned()).increment(1);
+                    metrics::counter!("petstore_messages_retried_total", "channel" => d.channel.to_owned())
+                        .increment(1);
                     warn!(attempt, %error, "handler failed; retrying");
                     tokio::select! {
                         () = d.cancel.cancelled() => return Err(HandlerError::Retriable(error)),

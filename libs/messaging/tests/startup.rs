@@ -39,6 +39,7 @@ fn config(value: serde_json::Value) -> MessagingConfig {
     serde_json::from_value(value).expect("config")
 }
 
+#[cfg(feature = "memory")]
 #[tokio::test]
 async fn a_fallback_that_cannot_carry_a_channel_is_refused_by_name() {
     let c = config(serde_json::json!({
