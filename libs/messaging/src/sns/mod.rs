@@ -354,6 +354,19 @@ impl Backend for SnsBackend {
         NAME
     }
 
+    async fn remove(&self, channel: &str) -> Result<(), BusError> {
+        // CreateTopic is idempotent: it finds the ARN of a topic this process did not create.
+        let arn = self.topic(channel).await?;
+        self.sns
+            .delete_topic()
+            .topic_arn(arn.as_ref())
+            .send()
+            .await
+            .map_err(|e| service_error(format!("delete topic of `{channel}`"), &e))?;
+        lock(&self.topics).remove(channel);
+        Ok(())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: false }
     }
