@@ -22,6 +22,8 @@ mod envelope;
 mod error;
 mod handler;
 pub mod middleware;
+mod redact;
+mod sync;
 pub mod trace;
 
 #[cfg(feature = "kafka")]

@@ -11,12 +11,13 @@ mod subscriber;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use crate::sync::lock;
 use crate::{Backend, BusError, Capabilities, Consumer, Envelope, Pattern, StartFrom, SubscribeOptions};
 
 const NAME: &str = "memory";
@@ -49,11 +50,6 @@ struct GroupState {
     /// Keys held by a consumer (id) with how many of its messages are unacknowledged.
     held_keys: HashMap<String, (u64, usize)>,
     next_consumer: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No code path panics while holding these locks; recover the data if one ever did.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryBackend {

@@ -45,7 +45,7 @@ mod subscriber;
 use std::{
     collections::HashSet,
     str::FromStr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use async_trait::async_trait;
@@ -58,6 +58,7 @@ use lapin::{
 };
 
 pub use self::config::RabbitMqConfig;
+use crate::sync::lock;
 use crate::{Backend, BusError, Capabilities, Consumer, Envelope, Pattern, SubscribeOptions};
 
 const NAME: &str = "rabbitmq";
@@ -85,22 +86,6 @@ pub(super) struct Shared {
 pub(super) struct Link {
     connection: Arc<Connection>,
     publisher: Channel,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; recover the data if anything ever did.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `url` without its user info, for messages and logs.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}{path}")
 }
 
 /// Maps a lapin failure: what no retry can fix (refused access, a declaration that conflicts
@@ -251,7 +236,7 @@ impl Shared {
 impl RabbitMqBackend {
     /// Connects, failing within the connect timeout when the server is unreachable.
     pub async fn connect(config: &RabbitMqConfig) -> Result<Self, BusError> {
-        let display_url = redact(&config.url);
+        let display_url = crate::redact::url(&config.url);
         let uri = AMQPUri::from_str(&config.url).map_err(|e| {
             BusError::Config(format!("messaging.rabbitmq.url: `{display_url}` is not an AMQP URL: {e}"))
         })?;

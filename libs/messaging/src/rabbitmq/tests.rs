@@ -122,11 +122,11 @@ fn credentials_never_show_in_the_url_of_a_message() {
     for (url, shown) in [
         ("amqp://guest:secret@rabbit:5672/%2f", "amqp://rabbit:5672/%2f"),
         ("amqp://user@rabbit", "amqp://rabbit"),
-        ("amqp://u:p@ss@rabbit:5672/vh?heartbeat=5", "amqp://rabbit:5672/vh?heartbeat=5"),
+        ("amqp://u:p@ss@rabbit:5672/vh?heartbeat=5", "amqp://rabbit:5672/vh"),
         ("amqp://rabbit:5672/%2f", "amqp://rabbit:5672/%2f"),
         ("not a url", "not a url"),
     ] {
-        assert_eq!(redact(url), shown, "{url}");
+        assert_eq!(crate::redact::url(url), shown, "{url}");
     }
 }
 

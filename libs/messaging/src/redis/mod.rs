@@ -54,7 +54,7 @@ mod subscriber;
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use ::redis::{
@@ -64,6 +64,7 @@ use ::redis::{
 use async_trait::async_trait;
 
 pub use self::config::RedisConfig;
+use crate::sync::lock;
 use crate::{Backend, BusError, Capabilities, Consumer, Envelope, Pattern, StartFrom, SubscribeOptions};
 
 const NAME: &str = "redis";
@@ -96,11 +97,6 @@ pub(super) struct Dedicated {
     id: i64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; recover the data if anything ever did.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The stream key of a channel.
 fn stream_key(channel: &str) -> String {
     format!("{KEY_PREFIX}{channel}")
@@ -112,18 +108,6 @@ fn group_start(start: StartFrom) -> &'static str {
         StartFrom::Earliest => "0",
         StartFrom::Latest => "$",
     }
-}
-
-/// `url` without its user info and query (which may carry a password), for messages.
-fn redact(url: &str) -> String {
-    let url = url.split_once('?').map_or(url, |(base, _)| base);
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}{path}")
 }
 
 /// Maps a client failure: what no retry can fix (a key of another type, refused access or
@@ -201,7 +185,7 @@ impl RedisBackend {
     /// Connects and checks that the server answers, within the operation timeout.
     pub async fn connect(config: &RedisConfig) -> Result<Self, BusError> {
         config.validate()?;
-        let display_url = redact(&config.url);
+        let display_url = crate::redact::url(&config.url);
         let client = Client::open(config.url.as_str())
             .map_err(|e| BusError::Config(format!("messaging.redis.url: `{display_url}`: {e}")))?;
         let timeout = config.operation_timeout();

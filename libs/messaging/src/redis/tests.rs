@@ -154,10 +154,10 @@ fn read_replies_are_parsed_in_both_protocols_and_trimmed_entries_have_no_fields(
 
 #[test]
 fn credentials_never_show_in_the_url_of_a_message() {
-    assert_eq!(redact("redis://user:secret@redis:6379/2"), "redis://redis:6379/2");
-    assert_eq!(redact("redis://:secret@redis"), "redis://redis");
-    assert_eq!(redact("redis://redis:6379/0?password=secret"), "redis://redis:6379/0");
-    assert_eq!(redact("redis+unix:///run/redis.sock?pass=secret"), "redis+unix:///run/redis.sock");
+    assert_eq!(crate::redact::url("redis://user:secret@redis:6379/2"), "redis://redis:6379/2");
+    assert_eq!(crate::redact::url("redis://:secret@redis"), "redis://redis");
+    assert_eq!(crate::redact::url("redis://redis:6379/0?password=secret"), "redis://redis:6379/0");
+    assert_eq!(crate::redact::url("redis+unix:///run/redis.sock?pass=secret"), "redis+unix:///run/redis.sock");
 }
 
 #[test]

@@ -52,7 +52,7 @@ impl std::fmt::Debug for SnsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnsConfig")
             .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url.as_deref().map(redact_url))
+            .field("endpoint_url", &self.endpoint_url.as_deref().map(crate::redact::url))
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("wait_time_secs", &self.wait_time_secs)
@@ -104,7 +104,7 @@ impl SnsConfig {
     /// or AWS's regional endpoints.
     pub fn target(&self) -> String {
         match &self.endpoint_url {
-            Some(url) => redact_url(url),
+            Some(url) => crate::redact::url(url),
             None => format!("AWS {}", self.region),
         }
     }
@@ -134,18 +134,6 @@ impl SnsConfig {
             );
         }
         Ok(())
-    }
-}
-
-/// `url` without any `user:password@` part.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -212,8 +200,8 @@ mod tests {
 
     #[test]
     fn urls_lose_their_credentials_only() {
-        assert_eq!(redact_url("http://127.0.0.1:5055"), "http://127.0.0.1:5055");
-        assert_eq!(redact_url("https://a:b@sns.example/x@y"), "https://sns.example/x@y");
-        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(crate::redact::url("http://127.0.0.1:5055"), "http://127.0.0.1:5055");
+        assert_eq!(crate::redact::url("https://a:b@sns.example/x@y"), "https://sns.example/x@y");
+        assert_eq!(crate::redact::url("not a url"), "not a url");
     }
 }

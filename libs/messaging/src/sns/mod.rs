@@ -65,7 +65,7 @@ mod subscriber;
 use std::{
     collections::HashMap,
     fmt::Display,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -79,6 +79,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 pub use self::config::SnsConfig;
 use self::subscriber::{PrivateQueue, Queue, SqsConsumer};
+use crate::sync::lock;
 use crate::{Backend, BusError, Capabilities, Consumer, Envelope, Pattern, SubscribeOptions};
 
 const NAME: &str = "sns";
@@ -99,11 +100,6 @@ pub struct SnsBackend {
     topics: Mutex<HashMap<String, Arc<str>>>,
     /// (channel, group) → queue URL of groups whose queue is created and subscribed.
     groups: Mutex<HashMap<(String, String), Arc<str>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; recover the map if anything ever did.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Maps an SDK failure: a refused request (bad parameter, missing permission, no such
