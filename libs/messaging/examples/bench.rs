@@ -284,6 +284,85 @@ mod kafka_raw {
     }
 }
 
+#[cfg(feature = "nats")]
+mod nats_raw {
+    use std::time::{Duration, Instant};
+
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    use futures::StreamExt;
+
+    use super::{Figures, LATENCY_ROUNDS, WINDOW, message, percentiles, rate};
+
+    /// JetStream through async-nats: a file-backed stream, acknowledged publishes, a durable
+    /// pull consumer with explicit acks — what the bus's NATS backend does underneath.
+    pub async fn figures(url: &str, n: usize) -> Figures {
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        let js = jetstream::new(client);
+        let name = format!("raw{}", uuid::Uuid::now_v7().simple());
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![name.clone()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        let messages: Vec<_> = (0..n).map(message).collect();
+        let started = Instant::now();
+        let failures = futures::stream::iter(messages.iter())
+            .map(|m| {
+                let js = &js;
+                let subject = name.clone();
+                async move { js.publish(subject, m.data.clone()).await?.await }
+            })
+            .buffer_unordered(WINDOW)
+            .filter(|r| futures::future::ready(r.is_err()))
+            .count()
+            .await;
+        assert_eq!(failures, 0, "raw publish failed");
+        let publish_per_s = rate(n, started.elapsed());
+
+        let consumer = stream
+            .get_or_create_consumer("raw", pull::Config { durable_name: Some("raw".into()), ..Default::default() })
+            .await
+            .expect("consumer");
+        let mut messages_in = consumer.messages().await.expect("messages");
+        let started = Instant::now();
+        for _ in 0..n {
+            let m = tokio::time::timeout(Duration::from_secs(60), messages_in.next()).await.expect("within 60 s");
+            m.expect("a message").expect("no error").ack().await.expect("ack");
+        }
+        let consume_per_s = rate(n, started.elapsed());
+        drop(messages_in);
+
+        let latency = stream
+            .get_or_create_consumer(
+                "latency",
+                pull::Config {
+                    durable_name: Some("latency".into()),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("consumer");
+        let mut incoming = latency.messages().await.expect("messages");
+        let mut samples = Vec::new();
+        for (i, m) in messages.iter().take(LATENCY_ROUNDS + 1).enumerate() {
+            let started = Instant::now();
+            js.publish(name.clone(), m.data.clone()).await.expect("publish").await.expect("ack");
+            let got = tokio::time::timeout(Duration::from_secs(60), incoming.next()).await.expect("within 60 s");
+            got.expect("a message").expect("no error").ack().await.expect("ack");
+            if i > 0 {
+                samples.push(started.elapsed());
+            }
+        }
+        let _ = js.delete_stream(&name).await;
+        let (p50_ms, p99_ms) = percentiles(samples);
+        Figures { publish_per_s, consume_per_s, p50_ms, p99_ms }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -302,6 +381,15 @@ async fn main() {
         match bus_figures("kafka", server_n).await {
             Some(bus) => report("kafka", server_n, &raw, &bus),
             None => println!("kafka: not reachable"),
+        }
+    }
+    #[cfg(feature = "nats")]
+    {
+        let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let raw = nats_raw::figures(&url, server_n).await;
+        match bus_figures("nats", server_n).await {
+            Some(bus) => report("nats", server_n, &raw, &bus),
+            None => println!("nats: not reachable"),
         }
     }
     let _ = (server_n, BackendKind::Memory);

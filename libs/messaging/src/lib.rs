@@ -22,7 +22,9 @@ mod envelope;
 mod error;
 mod handler;
 pub mod middleware;
+#[cfg(any(feature = "rabbitmq", feature = "redis", feature = "sns"))]
 mod redact;
+#[cfg(any(feature = "memory", feature = "rabbitmq", feature = "redis", feature = "sns"))]
 mod sync;
 pub mod trace;
 
