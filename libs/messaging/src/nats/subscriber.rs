@@ -3,10 +3,19 @@
 //! The consumer issues its own pull requests on one inbox subscription (`<inbox>.*`, each
 //! request answered on `<inbox>.<n>`), so that everything the server sends it lands in one
 //! place that outlives a cancelled `receive`, and so that it never asks for more than it is
-//! about to hand out: one message while waiting, then only what is ready (or arrives within
-//! `max_wait`). At most one request is outstanding; it ends when filled, when the server
+//! about to hand out: what is ready now (up to `max`), one message at a time while nothing
+//! is, and with a `max_wait` what arrives within it. When a `receive` hands out a batch it
+//! asks at once for the next one's worth of what is ready (no waiting on the server, so a
+//! busy member takes nothing published later), so that the answer travels while the batch is
+//! processed. At most one request is outstanding; it ends when filled, when the server
 //! answers it with a status (408 expired, 404 nothing to give), or when its deadline passes
 //! (a request lost with a reconnection).
+//!
+//! Acknowledgements are confirmed by the server (double ack, each answered on
+//! `<inbox>.k<tag>`) but pipelined: `ack` returns once the ack is sent, with up to
+//! [`ACK_WINDOW`] confirmations outstanding; a confirmation that fails or does not come
+//! within the request timeout is reported by a later `ack`, and `close` waits for the
+//! outstanding ones.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -41,6 +50,10 @@ const GRACE: Duration = Duration::from_secs(2);
 const MIN_EXPIRES: Duration = Duration::from_millis(1);
 /// How long the server keeps a private subscription's consumer once nobody pulls from it.
 const PRIVATE_INACTIVE: Duration = Duration::from_secs(120);
+/// Acknowledgements sent and not yet confirmed by the server, at most.
+const ACK_WINDOW: usize = 256;
+/// Confirmations of acknowledgements are answered on `<inbox>.<ACK_TOKEN><tag>`.
+const ACK_TOKEN: &str = "k";
 
 /// Reverses percent-encoding of a header value (see `publisher::encode_value`); a `%` not
 /// followed by two hex digits is kept as it is.
@@ -120,6 +133,8 @@ struct Pull {
     remaining: usize,
     /// When to stop waiting for its end.
     deadline: Instant,
+    /// Asks only for what is ready now: it ends within a round trip.
+    no_wait: bool,
 }
 
 /// Why handling a server message stopped the current `receive`.
@@ -159,6 +174,13 @@ pub(super) struct NatsConsumer {
     last_sequence: Option<u64>,
     /// The server-side consumer was found gone while a batch was being handed out.
     gone: bool,
+    /// The last "what is ready now" request found nothing: wait for one message next.
+    drained: bool,
+    /// Group members: acknowledgements awaiting the server's confirmation, by tag: the
+    /// message id and when to give up waiting.
+    confirming: BTreeMap<u64, (uuid::Uuid, Instant)>,
+    /// An acknowledgement that was not confirmed, to report.
+    unconfirmed: Option<BusError>,
 }
 
 impl NatsConsumer {
@@ -188,6 +210,9 @@ impl NatsConsumer {
             next_tag: 0,
             last_sequence: None,
             gone: false,
+            drained: false,
+            confirming: BTreeMap::new(),
+            unconfirmed: None,
         };
         consumer.create().await?;
         Ok(consumer)
@@ -275,7 +300,7 @@ impl NatsConsumer {
             .publish_with_reply(subject, format!("{}.{id}", self.inbox), Bytes::from(request.to_string()))
             .await
             .map_err(|e| self.consumer_error("pull request", &e))?;
-        self.inflight = Some(Pull { id, remaining: batch, deadline });
+        self.inflight = Some(Pull { id, remaining: batch, deadline, no_wait: wait.is_none() });
         Ok(())
     }
 
@@ -298,10 +323,87 @@ impl NatsConsumer {
         }
     }
 
-    /// Takes a message of the stream, or the status that ends a pull request.
+    /// Handles what has already arrived, without waiting.
+    fn absorb(&mut self) -> Result<(), Interrupt> {
+        while let Some(subscriber) = self.subscriber.as_mut()
+            && let Some(Some(message)) = subscriber.next().now_or_never()
+        {
+            self.handle(message)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the server's answer to an acknowledgement, if `message` is one.
+    fn confirmation(&mut self, message: &async_nats::Message) -> bool {
+        if message.reply.is_some() {
+            return false;
+        }
+        let token = message.subject.strip_prefix(self.inbox.as_str()).and_then(|s| s.strip_prefix('.'));
+        let Some(tag) = token.and_then(|t| t.strip_prefix(ACK_TOKEN)).and_then(|t| t.parse::<u64>().ok()) else {
+            return false;
+        };
+        if let Some((id, _)) = self.confirming.remove(&tag)
+            && !matches!(message.status, None | Some(StatusCode::OK))
+        {
+            let status = message.status.map(|s| s.to_string()).unwrap_or_default();
+            let description = message.description.clone().unwrap_or_default();
+            self.unconfirmed = Some(BusError::transient(
+                NAME,
+                format!("acknowledge message {id}: {status} {description}; it may be delivered again"),
+            ));
+        }
+        true
+    }
+
+    /// Gives up on confirmations overdue by now.
+    fn reap_confirmations(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.confirming.first_entry()
+            && entry.get().1 <= now
+        {
+            let (id, _) = entry.remove();
+            self.unconfirmed = Some(BusError::transient(
+                NAME,
+                format!(
+                    "acknowledge message {id}: no confirmation within {:?}; it may be delivered again",
+                    self.settings.request_timeout
+                ),
+            ));
+        }
+    }
+
+    /// Waits until at most `limit` acknowledgements await confirmation (handling whatever
+    /// else arrives meanwhile), or until `until`.
+    async fn confirm(&mut self, limit: usize, until: Instant) {
+        loop {
+            if let Err(Interrupt::Gone) = self.absorb() {
+                self.gone = true;
+            }
+            self.reap_confirmations();
+            let Some((_, oldest)) = self.confirming.first_key_value().map(|(_, v)| *v) else { return };
+            if self.confirming.len() <= limit || Instant::now() >= until {
+                return;
+            }
+            match self.step(oldest.min(until)).await {
+                Ok(_) | Err(Interrupt::Lost) => {}
+                Err(Interrupt::Gone) => self.gone = true,
+                Err(Interrupt::Failed(e)) => {
+                    debug!(error = %e, "waiting for acknowledgement confirmations");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes a message of the stream, the status that ends a pull request, or the
+    /// confirmation of an acknowledgement.
     fn handle(&mut self, message: async_nats::Message) -> Result<(), Interrupt> {
+        if self.confirmation(&message) {
+            return Ok(());
+        }
         match message.status {
             None | Some(StatusCode::OK) => {
+                self.drained = false;
                 if let Some(pull) = &mut self.inflight {
                     pull.remaining = pull.remaining.saturating_sub(1);
                     if pull.remaining == 0 {
@@ -317,6 +419,7 @@ impl NatsConsumer {
                 if let (Some(pull), Some(answered)) = (&self.inflight, answered)
                     && answered == pull.id.to_string()
                 {
+                    self.drained |= pull.no_wait;
                     self.inflight = None;
                 }
                 let description = message.description.unwrap_or_default();
@@ -409,10 +512,17 @@ impl Consumer for NatsConsumer {
         if self.gone {
             self.recreate().await?;
         }
-        // At least one: one message at a time, so that an idle member holds nothing back.
+        // What has arrived already: the answer to the last call's request, confirmations.
+        match self.absorb() {
+            Ok(()) | Err(Interrupt::Lost) => {}
+            Err(Interrupt::Gone) => self.recreate().await?,
+            Err(Interrupt::Failed(e)) => return Err(e),
+        }
+        // At least one: what is ready now, else one message at a time, so that an idle
+        // member holds nothing back.
         while self.ready.is_empty() {
             if self.inflight.is_none() {
-                self.pull(1, Some(LONG_POLL)).await?;
+                if self.drained { self.pull(1, Some(LONG_POLL)).await? } else { self.pull(max, None).await? }
             }
             let until = self.inflight.as_ref().map_or_else(Instant::now, |p| p.deadline);
             match self.step(until).await {
@@ -422,36 +532,48 @@ impl Consumer for NatsConsumer {
                 Err(Interrupt::Failed(e)) => return Err(e),
             }
         }
-        // Then what is ready, or arrives within `max_wait`.
-        let wait = (max_wait >= MIN_EXPIRES).then_some(max_wait);
+        // Then the rest of a "ready now" answer (already on its way), and what arrives within
+        // `max_wait`.
         let until = Instant::now() + max_wait;
-        if self.ready.len() < max {
-            let pulled_now = self.inflight.is_none();
-            if pulled_now && let Err(e) = self.pull(max - self.ready.len(), wait).await {
-                debug!(error = %e, "could not pull more; handing out what is there");
-            }
-            while self.ready.len() < max {
-                let Some(pull) = &self.inflight else { break };
-                // "Ready now" is the server's answer to a no-wait pull; a request of an earlier
-                // call only brings what has already arrived.
-                let limit = if pulled_now && wait.is_none() { pull.deadline } else { until.min(pull.deadline) };
-                match self.step(limit).await {
-                    Ok(true) => {}
-                    // Hand out what is there; a problem shows again on the next call.
-                    Ok(false) | Err(Interrupt::Lost) => break,
-                    Err(Interrupt::Gone) => {
-                        self.gone = true;
-                        break;
-                    }
-                    Err(Interrupt::Failed(e)) => {
-                        debug!(error = %e, "pull failed while gathering a batch");
-                        break;
-                    }
+        while self.ready.len() < max {
+            let Some(pull) = &self.inflight else {
+                let left = until.saturating_duration_since(Instant::now());
+                if left < MIN_EXPIRES {
+                    break;
+                }
+                if let Err(e) = self.pull(max - self.ready.len(), Some(left)).await {
+                    debug!(error = %e, "could not pull more; handing out what is there");
+                    break;
+                }
+                continue;
+            };
+            let limit = if pull.no_wait { pull.deadline } else { until.min(pull.deadline) };
+            match self.step(limit).await {
+                Ok(true) => {}
+                // Hand out what is there; a problem shows again on the next call.
+                Ok(false) | Err(Interrupt::Lost) => break,
+                Err(Interrupt::Gone) => {
+                    self.gone = true;
+                    break;
+                }
+                Err(Interrupt::Failed(e)) => {
+                    debug!(error = %e, "pull failed while gathering a batch");
+                    break;
                 }
             }
         }
         let n = max.min(self.ready.len());
-        Ok(self.ready.drain(..n).collect())
+        let batch: Vec<Delivery> = self.ready.drain(..n).collect();
+        // The next batch's worth of what is ready, to arrive while this one is processed.
+        let wanted = max.saturating_sub(self.ready.len());
+        if self.inflight.is_none()
+            && !self.gone
+            && wanted > 0
+            && let Err(e) = self.pull(wanted, None).await
+        {
+            debug!(error = %e, "could not ask for the next batch");
+        }
+        Ok(batch)
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
@@ -461,26 +583,45 @@ impl Consumer for NatsConsumer {
         let Some(reply) = self.unacked.remove(tag) else {
             return Ok(());
         };
-        // A request, so that the server confirms it recorded the acknowledgement.
-        let timeout = self.settings.request_timeout;
-        match tokio::time::timeout(timeout, self.client.request(reply, Bytes::from_static(b"+ACK"))).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.consumer_error(&format!("acknowledge message {}", delivery.envelope.id), &e)),
-            Err(_) => Err(BusError::transient(
-                NAME,
-                format!("acknowledge message {}: no confirmation within {timeout:?}", delivery.envelope.id),
-            )),
-        }
+        // A request, so that the server confirms it recorded the acknowledgement; the
+        // confirmation is awaited later, keeping up to `ACK_WINDOW` in flight.
+        self.confirm(ACK_WINDOW - 1, Instant::now() + self.settings.request_timeout).await;
+        let confirmation = format!("{}.{ACK_TOKEN}{tag}", self.inbox);
+        self.client
+            .publish_with_reply(reply, confirmation, Bytes::from_static(b"+ACK"))
+            .await
+            .map_err(|e| self.consumer_error(&format!("acknowledge message {}", delivery.envelope.id), &e))?;
+        self.confirming.insert(*tag, (delivery.envelope.id, Instant::now() + self.settings.request_timeout));
+        self.unconfirmed.take().map_or(Ok(()), Err)
     }
 
     async fn close(mut self: Box<Self>) {
+        // The confirmations of acknowledgements sent, and the answer to a "ready now"
+        // request (messages it brings are given back below).
+        let deadline = Instant::now() + self.settings.request_timeout;
+        self.confirm(0, deadline).await;
+        while self.inflight.as_ref().is_some_and(|p| p.no_wait) {
+            match self.step(deadline).await {
+                Ok(true) => {}
+                _ => break,
+            }
+        }
+        if let Some(error) = self.unconfirmed.take() {
+            warn!(%error, "an acknowledgement was not confirmed");
+        }
+        if !self.confirming.is_empty() {
+            warn!(
+                count = self.confirming.len(),
+                "acknowledgements not confirmed; those messages may be delivered again"
+            );
+        }
         if let Some(mut subscriber) = self.subscriber.take() {
             if let Err(e) = subscriber.unsubscribe().await {
                 debug!(error = %e, "unsubscribing the pull replies failed");
             }
             // Whatever arrived before the unsubscription took effect is ours to give back.
             while let Some(Some(message)) = subscriber.next().now_or_never() {
-                if matches!(message.status, None | Some(StatusCode::OK)) {
+                if !self.confirmation(&message) && matches!(message.status, None | Some(StatusCode::OK)) {
                     self.accept(message);
                 }
             }
