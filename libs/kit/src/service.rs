@@ -48,6 +48,9 @@ pub struct ServiceContext {
 impl ServiceContext {
     /// Connects the configured bus backends and arms the shutdown signal handler.
     pub async fn connect(settings: Settings) -> Result<Self, StartError> {
+        // Before anything resolves a metric handle: handles resolved earlier would be bound to
+        // the no-op recorder and record nothing.
+        crate::telemetry::metrics_handle();
         let backends =
             Backends::connect(&settings.messaging).await.map_err(StartError::at("bus", "connecting backends"))?;
         Ok(Self { settings: Arc::new(settings), backends, shutdown: shutdown_on_signal(), tasks: TaskTracker::new() })

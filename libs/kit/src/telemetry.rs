@@ -24,7 +24,8 @@ pub fn init_logging(settings: &LogSettings, service: &str) {
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process's Prometheus recorder, installed on first call. `None` if another recorder
-/// was installed first (metrics then go there).
+/// was installed first (metrics then go there). Call it before any metric handle is resolved
+/// (`ServiceContext::connect` does): handles resolved earlier stay bound to the no-op recorder.
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     RECORDER
         .get_or_init(|| {

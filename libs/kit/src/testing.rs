@@ -33,6 +33,7 @@ pub async fn fresh_database() -> String {
 /// A context from the embedded defaults plus `overrides` (YAML), with its own shutdown
 /// token and task tracker.
 pub async fn context(overrides: &str) -> ServiceContext {
+    crate::telemetry::metrics_handle();
     let settings = Settings::with_overrides(overrides).expect("test settings");
     let backends = Backends::connect(&settings.messaging).await.expect("bus backends");
     ServiceContext {

@@ -63,6 +63,10 @@ pub enum StartFrom {
     Earliest,
     /// Only messages published after the group joins.
     Latest,
+    /// From the first retained message published at or after this time: replaying a stream
+    /// from a point (`{ time: 2026-11-24T10:00:00Z }` in configuration). Only backends with
+    /// `replay` serve it; the others refuse it with [`crate::BusError::Unsupported`].
+    Time(chrono::DateTime<chrono::Utc>),
 }
 
 /// How to attach a consumer to a channel.

@@ -169,7 +169,8 @@ macro_rules! scenarios {
     a_stream_is_processed_in_ordered_batches,
     a_call_that_does_not_fit_the_channel_pattern_is_a_config_error,
     a_pattern_the_backend_lacks_fails_bus_new,
-    a_message_delivered_twice_is_handled_once);
+    a_message_delivered_twice_is_handled_once,
+    a_new_group_can_start_from_a_point_in_time);
     };
     (@each $backend:ident; $($scenario:ident),+) => {
         $(
@@ -329,6 +330,42 @@ async fn pub_sub_delivers_to_every_group(f: Fixture) {
     .await;
     assert_eq!(a.ids(), sent, "group a got only the published messages");
     assert_eq!(b.ids(), sent, "group b got only the published messages");
+    f.finish().await;
+}
+
+async fn a_new_group_can_start_from_a_point_in_time(f: Fixture) {
+    let bus = f.bus("replayer").await;
+    let before: Vec<Envelope> = (0..3).map(|n| message("before", n)).collect();
+    // Publish where no group reads yet (backends without replay keep nothing there).
+    publish_all(&bus, "stream", &before).await;
+    // A gap on either side of the start time, so that no timestamp straddles it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after: Vec<Envelope> = (0..3).map(|n| message("after", n)).collect();
+    let after_ids = publish_all(&bus, "stream", &after).await;
+
+    let seen = Seen::default();
+    let sink = seen.clone();
+    let options = StreamOptions { start: StartFrom::Time(start), ..StreamOptions::default() };
+    let started = bus
+        .process_stream("stream", "from-a-time", options, move |batch: Vec<Envelope>| {
+            for m in batch {
+                sink.push(m);
+            }
+            futures::future::ready(Ok(()))
+        })
+        .await;
+    if !f.backend().capabilities().replay {
+        let err = started.err().expect("a backend without replay refuses a start time");
+        assert!(matches!(err, BusError::Unsupported { .. }), "{err}");
+        f.finish().await;
+        return;
+    }
+    started.expect("start from a time");
+    eventually(f.patience, || missing(&after_ids, &seen.ids())).await;
+    let labels: Vec<String> = seen.all().iter().map(label).collect();
+    assert_eq!(labels, ["after-0", "after-1", "after-2"], "only what was published after the start time, in order");
     f.finish().await;
 }
 

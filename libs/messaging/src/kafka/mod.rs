@@ -20,11 +20,12 @@ use std::{
 };
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{Consumer as _, StreamConsumer},
+    consumer::{BaseConsumer, Consumer as _, StreamConsumer},
     error::KafkaError,
     producer::{FutureProducer, Producer as _},
     types::RDKafkaErrorCode,
@@ -101,10 +102,83 @@ impl KafkaBackend {
         .map_err(|e| BusError::transient(NAME, format!("metadata task: {e}")))?
     }
 
+    /// The same position on every partition of `channel`.
+    fn positions(&self, channel: &str, partitions: i32, offset: Offset) -> Result<TopicPartitionList, BusError> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition_offset(channel, partition, offset)
+                .map_err(|e| client_error(&format!("positions of `{channel}`"), &e))?;
+        }
+        Ok(list)
+    }
+
+    /// Per partition, the offset of the first message at or after `t` (the end where none is).
+    async fn offsets_at(
+        &self,
+        channel: &str,
+        partitions: i32,
+        t: DateTime<Utc>,
+    ) -> Result<TopicPartitionList, BusError> {
+        let query = self.positions(channel, partitions, Offset::Offset(t.timestamp_millis()))?;
+        let config = self.config.client_config();
+        let timeout = self.config.operation_timeout();
+        let channel = channel.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let probe: BaseConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
+            let found = probe
+                .offsets_for_times(query, timeout)
+                .map_err(|e| client_error(&format!("find the offsets of `{channel}` at a time"), &e))?;
+            for mut element in found.elements() {
+                if !matches!(element.offset(), Offset::Offset(_)) {
+                    let (_, high) = probe
+                        .fetch_watermarks(&channel, element.partition(), timeout)
+                        .map_err(|e| client_error(&format!("watermarks of `{channel}`"), &e))?;
+                    let _ = element.set_offset(Offset::Offset(high));
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|e| BusError::transient(NAME, format!("offset lookup task: {e}")))?
+    }
+
+    /// Commits the offsets at `t` for `group` if the group has committed nothing yet, so that
+    /// a new group starts there; an existing group keeps its position. Returns whether the
+    /// group was new.
+    async fn start_new_group_at(
+        &self,
+        channel: &str,
+        group: &str,
+        partitions: i32,
+        t: DateTime<Utc>,
+    ) -> Result<bool, BusError> {
+        let positions = self.offsets_at(channel, partitions, t).await?;
+        let all = self.positions(channel, partitions, Offset::Invalid)?;
+        let mut config = self.config.client_config();
+        config.set("group.id", group).set("enable.auto.commit", "false");
+        let timeout = self.config.operation_timeout();
+        let channel = channel.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let probe: BaseConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
+            let committed = probe
+                .committed_offsets(all, timeout)
+                .map_err(|e| client_error(&format!("committed offsets of `{channel}`"), &e))?;
+            if committed.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_))) {
+                return Ok(false);
+            }
+            probe
+                .commit(&positions, rdkafka::consumer::CommitMode::Sync)
+                .map_err(|e| client_error(&format!("start `{channel}` at a time"), &e))?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| BusError::transient(NAME, format!("offset commit task: {e}")))?
+    }
+
     fn consumer_config(&self, start: StartFrom) -> ClientConfig {
         let mut config = self.config.client_config();
         let reset = match start {
-            StartFrom::Earliest => "earliest",
+            StartFrom::Earliest | StartFrom::Time(_) => "earliest",
             StartFrom::Latest => "latest",
         };
         config.set("auto.offset.reset", reset).set("enable.auto.offset.store", "false");
@@ -181,8 +255,18 @@ impl Backend for KafkaBackend {
 
     async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError> {
         let mut config = self.consumer_config(options.start);
+        let mut skip_before = match options.start {
+            StartFrom::Time(t) if options.group.is_none() => Some(t),
+            _ => None,
+        };
         let consumer = match &options.group {
             Some(group) => {
+                if let StartFrom::Time(t) = options.start {
+                    let partitions = self.partition_count(channel).await?;
+                    if self.start_new_group_at(channel, group, partitions, t).await? {
+                        skip_before = Some(t);
+                    }
+                }
                 config.set("group.id", group).set("enable.auto.commit", "true");
                 let consumer: StreamConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
                 consumer.subscribe(&[channel]).map_err(|e| client_error(&format!("subscribe to `{channel}`"), &e))?;
@@ -194,21 +278,20 @@ impl Backend for KafkaBackend {
                 let group = format!("private.{}", uuid::Uuid::now_v7().simple());
                 config.set("group.id", group).set("enable.auto.commit", "false");
                 let consumer: StreamConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
-                let offset = match options.start {
-                    StartFrom::Earliest => Offset::Beginning,
-                    StartFrom::Latest => Offset::End,
+                let assignment = match options.start {
+                    StartFrom::Earliest => self.positions(channel, partitions, Offset::Beginning)?,
+                    StartFrom::Latest => self.positions(channel, partitions, Offset::End)?,
+                    StartFrom::Time(t) => self.offsets_at(channel, partitions, t).await?,
                 };
-                let mut assignment = TopicPartitionList::new();
-                for partition in 0..partitions {
-                    assignment
-                        .add_partition_offset(channel, partition, offset)
-                        .map_err(|e| client_error(&format!("assign `{channel}`"), &e))?;
-                }
                 consumer.assign(&assignment).map_err(|e| client_error(&format!("assign `{channel}`"), &e))?;
                 consumer
             }
         };
-        Ok(Box::new(subscriber::KafkaConsumer::new(consumer, channel, options.group.is_some())))
+        let consumer = subscriber::KafkaConsumer::new(consumer, channel, options.group.is_some());
+        Ok(Box::new(match skip_before {
+            Some(t) => consumer.starting_at(t),
+            None => consumer,
+        }))
     }
 
     async fn health(&self) -> Result<(), BusError> {

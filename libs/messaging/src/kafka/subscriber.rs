@@ -44,18 +44,25 @@ pub(super) fn decode<M: rdkafka::Message>(record: &M) -> Result<Envelope, BusErr
 }
 
 /// A record that is not a valid envelope.
+/// A record that is not handed out: malformed (with the error), or older than the start
+/// time of a group that was created to start at a time (no error).
 struct Malformed {
     partition: i32,
     offset: i64,
-    error: BusError,
+    error: Option<BusError>,
 }
 
 /// One received record: a delivery, or a malformed record.
-fn received<M: rdkafka::Message>(record: &M) -> Result<Delivery, Malformed> {
+fn received<M: rdkafka::Message>(record: &M, skip_before_ms: Option<i64>) -> Result<Delivery, Malformed> {
     let (partition, offset) = (record.partition(), record.offset());
+    if let (Some(start), Some(at)) = (skip_before_ms, record.timestamp().to_millis())
+        && at < start
+    {
+        return Err(Malformed { partition, offset, error: None });
+    }
     match decode(record) {
         Ok(envelope) => Ok(Delivery { envelope, receipt: Receipt::Kafka { partition, offset } }),
-        Err(error) => Err(Malformed { partition, offset, error }),
+        Err(error) => Err(Malformed { partition, offset, error: Some(error) }),
     }
 }
 
@@ -74,6 +81,9 @@ pub(super) struct KafkaConsumer {
     /// Per partition, the offset of a malformed record to store once the deliveries before
     /// it are acknowledged (storing it earlier would commit past them).
     skipped: HashMap<i32, i64>,
+    /// For a group created to start at a time: records older than this (ms) are skipped, so
+    /// the start holds even on brokers that do not look offsets up by timestamp.
+    skip_before_ms: Option<i64>,
 }
 
 impl KafkaConsumer {
@@ -85,7 +95,14 @@ impl KafkaConsumer {
             ready: VecDeque::new(),
             unacked: HashMap::new(),
             skipped: HashMap::new(),
+            skip_before_ms: None,
         }
+    }
+
+    /// Skips records published before `start` (a new group started at a time).
+    pub(super) fn starting_at(mut self, start: chrono::DateTime<chrono::Utc>) -> Self {
+        self.skip_before_ms = Some(start.timestamp_millis());
+        self
     }
 
     fn consumer(&self) -> Result<&StreamConsumer, BusError> {
@@ -111,9 +128,11 @@ impl KafkaConsumer {
                 self.ready.push_back(delivery);
             }
             Err(Malformed { partition, offset, error }) => {
-                warn!(topic = %self.topic, partition, offset, %error, "skipping a malformed record");
-                metrics::counter!("petstore_messages_malformed_total", "backend" => NAME, "topic" => self.topic.clone())
-                    .increment(1);
+                if let Some(error) = error {
+                    warn!(topic = %self.topic, partition, offset, %error, "skipping a malformed record");
+                    metrics::counter!("petstore_messages_malformed_total", "backend" => NAME, "topic" => self.topic.clone())
+                        .increment(1);
+                }
                 if self.unacked.get(&partition).copied().unwrap_or(0) == 0 {
                     if let Err(e) = self.store(partition, offset) {
                         warn!(error = %e, "could not store the offset of a malformed record");
@@ -136,7 +155,7 @@ impl Consumer for KafkaConsumer {
         let max = max.max(1);
         while self.ready.is_empty() {
             let record = self.consumer()?.recv().await.map_err(|e| self.transient(&e))?;
-            let received = received(&record);
+            let received = received(&record, self.skip_before_ms);
             drop(record);
             self.accept(received);
         }
@@ -150,7 +169,7 @@ impl Consumer for KafkaConsumer {
             };
             let received = match next {
                 None => break,
-                Some(Ok(record)) => received(&record),
+                Some(Ok(record)) => received(&record, self.skip_before_ms),
                 Some(Err(e)) => {
                     // Hand out what is there; a lasting failure shows on the next receive.
                     debug!(error = %e, topic = %self.topic, "consumer error while gathering a batch");

@@ -126,6 +126,7 @@ impl Channel {
         let pending = match start {
             StartFrom::Earliest => state.log.clone(),
             StartFrom::Latest => VecDeque::new(),
+            StartFrom::Time(t) => state.log.iter().filter(|(_, e)| e.time >= t).cloned().collect(),
         };
         let group = Arc::new(Group {
             state: Mutex::new(GroupState { pending, ..GroupState::default() }),

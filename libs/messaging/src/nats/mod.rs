@@ -224,6 +224,12 @@ impl Backend for NatsBackend {
             start: match options.start {
                 StartFrom::Earliest => jetstream::consumer::DeliverPolicy::All,
                 StartFrom::Latest => jetstream::consumer::DeliverPolicy::New,
+                StartFrom::Time(t) => jetstream::consumer::DeliverPolicy::ByStartTime {
+                    start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+                        t.timestamp_nanos_opt().unwrap_or_default(),
+                    ))
+                    .map_err(|e| BusError::Config(format!("start time {t}: {e}")))?,
+                },
             },
             ack_wait: self.config.ack_wait(),
             max_ack_pending: self.config.max_ack_pending,

@@ -102,11 +102,22 @@ fn stream_key(channel: &str) -> String {
     format!("{KEY_PREFIX}{channel}")
 }
 
-/// The first id a new group reads after: `0` for the whole stream, `$` for what comes next.
-fn group_start(start: StartFrom) -> &'static str {
+/// The first id a new group reads after: `0` for the whole stream, `$` for what comes next,
+/// or the last possible id of the millisecond before a start time (stream ids begin with the
+/// server's time in milliseconds).
+fn group_start(start: StartFrom) -> String {
     match start {
-        StartFrom::Earliest => "0",
-        StartFrom::Latest => "$",
+        StartFrom::Earliest => "0".to_owned(),
+        StartFrom::Latest => "$".to_owned(),
+        StartFrom::Time(t) => before_time(t),
+    }
+}
+
+/// The greatest stream id before `t`.
+pub(super) fn before_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    match t.timestamp_millis() {
+        ms if ms > 0 => format!("{}-{}", ms - 1, u64::MAX),
+        _ => "0-0".to_owned(),
     }
 }
 

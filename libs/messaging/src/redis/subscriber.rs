@@ -310,6 +310,7 @@ impl RedisConsumer {
         let stream = stream_key(channel);
         let last_id = match start {
             StartFrom::Earliest => "0-0".to_owned(),
+            StartFrom::Time(t) => super::before_time(t),
             StartFrom::Latest => {
                 let mut cmd = ::redis::cmd("XREVRANGE");
                 cmd.arg(&stream).arg("+").arg("-").arg("COUNT").arg(1);
