@@ -28,6 +28,8 @@ fn free_port() -> u16 {
 
 pub struct Cluster {
     pub id: String,
+    server_url: String,
+    db_name: String,
     pub ports: HashMap<&'static str, u16>,
     pub database_url: String,
     pub db: PgPool,
@@ -98,6 +100,8 @@ services:
         let db = PgPool::connect(&database_url).await.expect("connect to the test database");
         let mut cluster = Cluster {
             id,
+            server_url: server_url.clone(),
+            db_name: db_name.clone(),
             ports,
             database_url,
             db,
@@ -236,5 +240,28 @@ services:
 
     pub async fn count(&self, sql: &str, id: uuid::Uuid) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(id).fetch_one(&self.db).await.expect(sql)
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops the services and drops the test's database, also when the test failed, so
+    /// repeated runs leave nothing behind.
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.start_kill();
+        }
+        let (server, name) = (self.server_url.clone(), self.db_name.clone());
+        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&server).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+        let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }
