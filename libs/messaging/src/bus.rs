@@ -498,8 +498,14 @@ impl Bus {
                 }
                 Work::Each(handler) => {
                     for d in &deliveries {
-                        let delivered =
-                            Delivered::new(&route.channel, &group, route.backend.name(), route.pattern, &cancel);
+                        let delivered = Delivered::new(
+                            &route.channel,
+                            &group,
+                            route.backend.name(),
+                            route.pattern,
+                            &d.envelope,
+                            &cancel,
+                        );
                         let result = Next::new(&chain, handler.as_ref()).run(d.envelope.clone(), &delivered).await;
                         let outcome = match result {
                             Ok(()) => Outcome::Done,

@@ -32,6 +32,7 @@ pub struct Delivered<'a> {
     pub backend: &'static str,
     /// The channel's pattern.
     pub pattern: Pattern,
+    original: &'a Envelope,
     cancel: &'a CancellationToken,
     attempts: AtomicU32,
 }
@@ -42,9 +43,15 @@ impl<'a> Delivered<'a> {
         group: &'a str,
         backend: &'static str,
         pattern: Pattern,
+        original: &'a Envelope,
         cancel: &'a CancellationToken,
     ) -> Self {
-        Self { channel, group, backend, pattern, cancel, attempts: AtomicU32::new(0) }
+        Self { channel, group, backend, pattern, original, cancel, attempts: AtomicU32::new(0) }
+    }
+
+    /// The message as the backend delivered it (what a retry starts again from).
+    pub fn original(&self) -> &Envelope {
+        self.original
     }
 
     /// Handler attempts made so far.
@@ -190,9 +197,11 @@ pub struct Retry(pub RetryPolicy);
 #[async_trait]
 impl Middleware for Retry {
     async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
+        // The first attempt takes the message as it is; only a retry copies the original.
         let mut attempt = 1;
+        let mut result = next.run(message, d).await;
         loop {
-            match next.run(message.clone(), d).await {
+            match result {
                 Err(HandlerError::Retriable(error)) if attempt < self.0.max_attempts && !d.is_cancelled() => {
                     metrics::counter!("petstore_messages_retried_total", "channel" => d.channel.to_owned())
                         .increment(1);
@@ -202,6 +211,7 @@ impl Middleware for Retry {
                         () = tokio::time::sleep(self.0.backoff(attempt)) => {}
                     }
                     attempt += 1;
+                    result = next.run(d.original().clone(), d).await;
                 }
                 other => return other,
             }
