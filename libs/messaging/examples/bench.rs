@@ -293,8 +293,37 @@ mod nats_raw {
 
     use super::{Figures, LATENCY_ROUNDS, WINDOW, message, percentiles, rate};
 
-    /// JetStream through async-nats: a file-backed stream, acknowledged publishes, a durable
-    /// pull consumer with explicit acks — what the bus's NATS backend does underneath.
+    /// The same message on the wire as the bus sends: CloudEvents attributes as `ce_*`
+    /// headers and the envelope id as `Nats-Msg-Id` (JetStream de-duplication).
+    fn headers(m: &messaging::Envelope) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in m.attributes() {
+            headers.insert(format!("ce_{name}").as_str(), value.as_str());
+        }
+        headers.insert("content-type", m.data_content_type.as_str());
+        headers.insert("Nats-Msg-Id", m.id.to_string().as_str());
+        headers
+    }
+
+    /// Reads the envelope back, as a consumer of the bus's messages must.
+    fn decode(m: &jetstream::Message) {
+        let attributes: Vec<(String, String)> = m
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .filter_map(|(k, v)| {
+                let k: &str = k.as_ref();
+                k.strip_prefix("ce_")
+                    .map(|n| (n.to_owned(), v.first().map(|x| x.as_str().to_owned()).unwrap_or_default()))
+            })
+            .collect();
+        let attrs = attributes.iter().map(|(k, v)| (k.as_str(), v.clone()));
+        messaging::Envelope::from_attributes(attrs, None, m.payload.clone()).expect("a CloudEvent");
+    }
+
+    /// JetStream through async-nats with the same work per message as the bus's NATS backend:
+    /// a file-backed stream, CloudEvents headers and message id, acknowledged publishes, a
+    /// durable pull consumer decoding each envelope and confirming each ack.
     pub async fn figures(url: &str, n: usize) -> Figures {
         let client = async_nats::connect(url).await.expect("connect to NATS");
         let js = jetstream::new(client);
@@ -313,7 +342,7 @@ mod nats_raw {
             .map(|m| {
                 let js = &js;
                 let subject = name.clone();
-                async move { js.publish(subject, m.data.clone()).await?.await }
+                async move { js.publish_with_headers(subject, headers(m), m.data.clone()).await?.await }
             })
             .buffer_unordered(WINDOW)
             .filter(|r| futures::future::ready(r.is_err()))
@@ -330,7 +359,9 @@ mod nats_raw {
         let started = Instant::now();
         for _ in 0..n {
             let m = tokio::time::timeout(Duration::from_secs(60), messages_in.next()).await.expect("within 60 s");
-            m.expect("a message").expect("no error").ack().await.expect("ack");
+            let m = m.expect("a message").expect("no error");
+            decode(&m);
+            m.double_ack().await.expect("confirmed ack");
         }
         let consume_per_s = rate(n, started.elapsed());
         drop(messages_in);
@@ -348,11 +379,19 @@ mod nats_raw {
             .expect("consumer");
         let mut incoming = latency.messages().await.expect("messages");
         let mut samples = Vec::new();
-        for (i, m) in messages.iter().take(LATENCY_ROUNDS + 1).enumerate() {
+        for i in 0..=LATENCY_ROUNDS {
+            // Fresh ids: JetStream drops a repeated Nats-Msg-Id as a duplicate.
+            let m = &message(i);
             let started = Instant::now();
-            js.publish(name.clone(), m.data.clone()).await.expect("publish").await.expect("ack");
+            js.publish_with_headers(name.clone(), headers(m), m.data.clone())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
             let got = tokio::time::timeout(Duration::from_secs(60), incoming.next()).await.expect("within 60 s");
-            got.expect("a message").expect("no error").ack().await.expect("ack");
+            let got = got.expect("a message").expect("no error");
+            decode(&got);
+            got.double_ack().await.expect("confirmed ack");
             if i > 0 {
                 samples.push(started.elapsed());
             }
