@@ -403,7 +403,7 @@ impl Bus {
         let route = route.clone();
         // Competing consumers share a point-to-point group: taking one message at a time
         // leaves the rest to whichever consumer is free, instead of one hoarding a batch.
-        let batch = if route.pattern == Pattern::PointToPoint { 1 } else { 16 };
+        let batch = if route.pattern == Pattern::PointToPoint { 1 } else { 64 };
         self.spawn_consumer(route, group, Work::Each(Arc::new(handler)), batch, Duration::ZERO, None).await
     }
 
@@ -536,11 +536,6 @@ impl Bus {
         outcome: Outcome,
         cancel: &CancellationToken,
     ) -> bool {
-        let labels = [
-            ("channel", route.channel.clone()),
-            ("backend", route.backend.name().to_owned()),
-            ("group", group.to_owned()),
-        ];
         match outcome {
             Outcome::Cancelled => return false,
             Outcome::Done => {}
@@ -550,6 +545,11 @@ impl Bus {
                         return false;
                     }
                 }
+                let labels = [
+                    ("channel", route.channel.clone()),
+                    ("backend", route.backend.name().to_owned()),
+                    ("group", group.to_owned()),
+                ];
                 metrics::counter!("petstore_messages_dead_lettered_total", &labels).increment(deliveries.len() as u64);
             }
         }

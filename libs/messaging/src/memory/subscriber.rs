@@ -28,8 +28,7 @@ impl MemoryConsumer {
         let mut state = lock(&self.group.state);
         let mut i = 0;
         while out.len() < max && i < state.pending.len() {
-            let key = state.pending[i].1.partition_key.clone();
-            let free = match key.as_ref().and_then(|k| state.held_keys.get(k)) {
+            let free = match state.pending[i].1.partition_key.as_deref().and_then(|k| state.held_keys.get(k)) {
                 Some((holder, _)) => *holder == self.id,
                 None => true,
             };
@@ -38,8 +37,13 @@ impl MemoryConsumer {
                 continue;
             }
             let Some((seq, envelope)) = state.pending.remove(i) else { break };
-            if let Some(k) = key {
-                state.held_keys.entry(k).or_insert((self.id, 0)).1 += 1;
+            if let Some(key) = envelope.partition_key.as_deref() {
+                match state.held_keys.get_mut(key) {
+                    Some(held) => held.1 += 1,
+                    None => {
+                        state.held_keys.insert(key.to_owned(), (self.id, 1));
+                    }
+                }
             }
             self.unacked.insert(seq, envelope.clone());
             out.push(Delivery { envelope: (*envelope).clone(), receipt: Receipt::Memory { seq } });
