@@ -41,7 +41,7 @@ async fn start(ctx: &ServiceContext, name: &str) -> anyhow::Result<Service> {
 /// Every service in this process, sharing one bus (in the default configuration an
 /// in-memory one) and serving one entry point.
 async fn all_in_one(settings: Settings) -> anyhow::Result<()> {
-    kit::telemetry::init_logging(&settings.log, "petstore");
+    let _telemetry = kit::telemetry::init(&settings, "petstore");
     let addr = (settings.http.host.clone(), settings.http.port);
     let ctx = ServiceContext::connect(settings).await?;
     let mut services = Vec::new();
@@ -65,7 +65,7 @@ async fn serve_one(settings: Settings, name: &str) -> anyhow::Result<()> {
         "orchestrator" => settings.services.orchestrator.port,
         other => bail!("unknown service `{other}`; one of: {}", SERVICES.join(", ")),
     };
-    kit::telemetry::init_logging(&settings.log, name);
+    let _telemetry = kit::telemetry::init(&settings, name);
     let addr = (settings.http.host.clone(), port);
     let ctx = ServiceContext::connect(settings).await?;
     let service = start(&ctx, name).await?;
@@ -77,7 +77,7 @@ async fn serve_one(settings: Settings, name: &str) -> anyhow::Result<()> {
 }
 
 async fn rebuild_projections(settings: Settings) -> anyhow::Result<()> {
-    kit::telemetry::init_logging(&settings.log, "petstore");
+    let _telemetry = kit::telemetry::init(&settings, "petstore");
     let ctx = ServiceContext::connect(settings).await?;
     let (_, store) = order::start_with_store(&ctx).await?;
     let n = store.rebuild_projection().await?;

@@ -26,6 +26,8 @@ pub struct Settings {
     pub environment: String,
     /// Logging.
     pub log: LogSettings,
+    /// Distributed tracing (OpenTelemetry).
+    pub tracing: TracingSettings,
     /// The entry point of the all-in-one binary.
     pub http: HttpSettings,
     /// Where services keep their state.
@@ -48,6 +50,21 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `tracing` filter directive; `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// `tracing`: where spans go. Spans are always created (their ids appear in every log line and
+/// travel in every message); they are exported only when `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// Base URL of an OTLP/HTTP receiver (Jaeger, an OpenTelemetry collector), e.g.
+    /// `http://jaeger:4318`; spans are POSTed to `<endpoint>/v1/traces`. Empty: no export.
+    pub otlp_endpoint: String,
+    /// Fraction of new traces recorded, 0.0–1.0; a trace continued from a caller or a message
+    /// follows the caller's decision.
+    pub sample_ratio: f64,
+    /// How often finished spans are sent, in milliseconds.
+    pub export_interval_ms: u64,
 }
 
 /// How logs are written.
@@ -219,6 +236,16 @@ impl Settings {
         if self.database.max_connections == 0 {
             return err("database.max_connections", "must be at least 1");
         }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return err("tracing.sample_ratio", "must be between 0.0 and 1.0");
+        }
+        if self.tracing.export_interval_ms == 0 {
+            return err("tracing.export_interval_ms", "must be at least 1");
+        }
+        let endpoint = &self.tracing.otlp_endpoint;
+        if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return err("tracing.otlp_endpoint", "must be an http:// or https:// URL (OTLP/HTTP), or empty");
+        }
         if self.cache.ttl_secs == 0 {
             return err("cache.ttl_secs", "must be at least 1");
         }
@@ -257,6 +284,8 @@ mod tests {
             ("http: { colour: blue }", "colour"),
             ("storage: floppy", "storage"),
             ("database: { max_connections: 0 }", "database.max_connections"),
+            ("tracing: { sample_ratio: 1.5 }", "tracing.sample_ratio"),
+            ("tracing: { otlp_endpoint: 'jaeger:4317' }", "tracing.otlp_endpoint"),
             ("messaging: { default_backend: kafka }", "messaging.kafka"),
             ("messaging: { backend_selection: { pub_sub: nats } }", "messaging.nats"),
             (

@@ -92,7 +92,7 @@ impl Envelope {
             partition_key: Some(key),
             correlation_id: ctx.correlation_id.clone(),
             causation_id: ctx.causation_id.clone(),
-            traceparent: Some(ctx.traceparent.as_deref().map_or_else(crate::trace::new_root, crate::trace::child_of)),
+            traceparent: Some(crate::trace::for_new_message(ctx.traceparent.as_deref())),
             reply_to: None,
             extensions: BTreeMap::new(),
             data: Bytes::from(data),

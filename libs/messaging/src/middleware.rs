@@ -17,7 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{Envelope, Handler, HandlerError, Pattern, RetryPolicy};
@@ -128,22 +128,38 @@ impl Observe {
 #[async_trait]
 impl Middleware for Observe {
     async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
+        // A child of the producer's span (see `crate::trace` for the policy).
         let span = info_span!(
             "message",
+            otel.name = %format_args!("{} process", d.channel),
+            otel.kind = "consumer",
+            messaging.system = d.backend,
+            messaging.destination.name = d.channel,
+            messaging.consumer.group.name = d.group,
             message_id = %message.id,
-            r#type = %message.event_type,
+            message_type = %message.event_type,
             correlation_id = message.correlation_id.as_deref().unwrap_or(""),
-            traceparent = message.traceparent.as_deref().unwrap_or(""),
+            otel.status_code = tracing::field::Empty,
         );
+        crate::trace::set_parent(&span, message.traceparent.as_deref());
         let started = Instant::now();
-        let result = next.run(message, d).instrument(span).await;
-        let (count, duration) = match &result {
-            Ok(()) => &self.ok,
-            Err(HandlerError::Retriable(_)) => &self.retriable,
-            Err(HandlerError::Fatal(_)) => &self.fatal,
+        let result = next.run(message, d).instrument(span.clone()).await;
+        let (count, duration, outcome) = match &result {
+            Ok(()) => (&self.ok.0, &self.ok.1, "ok"),
+            Err(HandlerError::Retriable(_)) => (&self.retriable.0, &self.retriable.1, "retriable_error"),
+            Err(HandlerError::Fatal(_)) => (&self.fatal.0, &self.fatal.1, "fatal_error"),
         };
+        let elapsed = started.elapsed();
         count.increment(1);
-        duration.record(started.elapsed().as_secs_f64());
+        duration.record(elapsed.as_secs_f64());
+        // One line per handled message: with the span's correlation and trace ids, a
+        // service's part in a flow (`RUST_LOG=messaging=warn` silences it).
+        span.in_scope(|| {
+            info!(channel = d.channel, outcome, elapsed_ms = elapsed.as_secs_f64() * 1e3, "message handled");
+        });
+        if outcome != "ok" {
+            span.record("otel.status_code", "ERROR");
+        }
         result
     }
 }

@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
-    kit::telemetry::init_logging(&settings.log, delivery::SERVICE);
+    let _telemetry = kit::telemetry::init(&settings, delivery::SERVICE);
     let addr = (settings.http.host.clone(), settings.services.delivery.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = delivery::start(&ctx).await?;

@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
-    kit::telemetry::init_logging(&settings.log, inventory::SERVICE);
+    let _telemetry = kit::telemetry::init(&settings, inventory::SERVICE);
     let addr = (settings.http.host.clone(), settings.services.inventory.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = inventory::start(&ctx).await?;

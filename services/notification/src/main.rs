@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
-    kit::telemetry::init_logging(&settings.log, notification::SERVICE);
+    let _telemetry = kit::telemetry::init(&settings, notification::SERVICE);
     let addr = (settings.http.host.clone(), settings.services.notification.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = notification::start(&ctx).await?;

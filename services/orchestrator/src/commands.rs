@@ -16,6 +16,28 @@ use persistence::Outgoing;
 use saga::{Command, Reply, Saga, Step};
 use uuid::Uuid;
 
+/// The span a command is sent in: one per saga step and per compensation, so the trace of an
+/// order shows each step (and the participant's work as its child, since the command carries
+/// this span's context).
+pub fn command_span(saga: &Saga, command: Command) -> tracing::Span {
+    let (name, step, action) = match command {
+        Command::Execute(step) => ("saga step", step.as_str(), "execute"),
+        Command::Compensate(step) => ("saga compensation", step.as_str(), "compensate"),
+        Command::SendCancellationNotice => ("saga notice", "send_cancellation_notice", "notify"),
+        Command::ApproveOrder => ("saga end", "approve_order", "complete"),
+        Command::RejectOrder => ("saga end", "reject_order", "reject"),
+    };
+    tracing::info_span!(
+        "saga command",
+        otel.name = %format_args!("{name} {step}"),
+        otel.kind = "producer",
+        saga_id = %saga.saga_id,
+        order_id = %saga.order.order_id,
+        saga.step = step,
+        saga.action = action,
+    )
+}
+
 /// The message that carries `command` for `saga`, if the command has one.
 pub fn message_for(
     saga: &Saga,

@@ -106,7 +106,27 @@ fn record(saga: &Saga, events: &[SagaEvent], correlation_id: Option<&str>) {
                     tracing::error!(saga_id = %saga.saga_id, reason = saga.reason.as_deref(), "saga FAILED: a compensation could not be completed");
                 }
             }
+            SagaEvent::StepSucceeded { step } => record_step(saga, *step, "execute", "succeeded"),
+            SagaEvent::StepFailed { step, .. } => record_step(saga, *step, "execute", "failed"),
+            SagaEvent::StepCompensated { step } => record_step(saga, *step, "compensate", "succeeded"),
+            SagaEvent::CompensationFailed { step, .. } => record_step(saga, *step, "compensate", "failed"),
             _ => {}
         }
     }
+}
+
+/// Observes how long a step (or its compensation) took, from its command to the reply.
+fn record_step(saga: &Saga, step: saga::Step, action: &'static str, outcome: &'static str) {
+    let Some(state) = saga.steps.iter().find(|s| s.step == step) else { return };
+    let (from, to) = match action {
+        "execute" => (state.started_at, state.finished_at),
+        _ => (state.compensation_started_at, state.compensated_at.or(Some(saga.updated_at))),
+    };
+    let (Some(from), Some(to)) = (from, to) else { return };
+    let secs = (to - from).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+    metrics::histogram!(
+        "petstore_saga_step_duration_seconds",
+        "step" => step.as_str(), "action" => action, "outcome" => outcome
+    )
+    .record(secs);
 }

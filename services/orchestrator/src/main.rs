@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
-    kit::telemetry::init_logging(&settings.log, orchestrator::SERVICE);
+    let _telemetry = kit::telemetry::init(&settings, orchestrator::SERVICE);
     let addr = (settings.http.host.clone(), settings.services.orchestrator.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = orchestrator::start(&ctx).await?;

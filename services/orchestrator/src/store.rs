@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{SERVICE, commands::message_for};
+use crate::{
+    SERVICE,
+    commands::{command_span, message_for},
+};
 
 const EVENTS: EventTable = EventTable::new("saga_events");
 
@@ -95,6 +98,8 @@ impl SagaStore {
             }
             let mut outgoing = Vec::new();
             for command in events.iter().filter_map(SagaEvent::command) {
+                // The command's envelope takes this span's trace context.
+                let _step = command_span(&saga, command).entered();
                 outgoing.extend(message_for(&saga, command, &source, &ctx).map_err(codec)?);
             }
             Ok(Some((Advanced { saga, events }, outgoing)))

@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
-    kit::telemetry::init_logging(&settings.log, order::SERVICE);
+    let _telemetry = kit::telemetry::init(&settings, order::SERVICE);
     let addr = (settings.http.host.clone(), settings.services.order.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = order::start(&ctx).await?;

@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = kit::Settings::load()?;
-    kit::telemetry::init_logging(&settings.log, payment::SERVICE);
+    let _telemetry = kit::telemetry::init(&settings, payment::SERVICE);
     let addr = (settings.http.host.clone(), settings.services.payment.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = payment::start(&ctx).await?;

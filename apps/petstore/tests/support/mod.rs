@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod otlp;
+
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -49,6 +51,12 @@ impl Cluster {
     /// Like [`Cluster::start`], with `messaging` extra YAML lines (indented two spaces) merged
     /// into the services' messaging configuration: other backends, channels moved to them.
     pub async fn start_with(messaging_extra: &str) -> Cluster {
+        Self::start_custom(messaging_extra, "").await
+    }
+
+    /// Like [`Cluster::start_with`], with `top_extra` YAML (top-level sections such as
+    /// `tracing`) added to the configuration.
+    pub async fn start_custom(messaging_extra: &str, top_extra: &str) -> Cluster {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
         let db_name = format!("e2e_{id}");
@@ -67,6 +75,7 @@ impl Cluster {
         let config = format!(
             r#"environment: test
 log: {{ format: json, level: "info" }}
+{top_extra}
 storage: postgres
 database: {{ url: "{database_url}", max_connections: 5 }}
 cache: {{ backend: redis, redis_url: "{redis}", ttl_secs: 60, key_prefix: "e2e{id}:" }}
@@ -167,6 +176,11 @@ services:
         let text = std::fs::read_to_string(self.log_dir.join(format!("{service}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The service's whole log.
+    pub fn full_log(&self, service: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{service}.log"))).unwrap_or_default()
     }
 
     /// SIGKILLs a service: no graceful shutdown, no offset commit, no outbox flush.

@@ -43,6 +43,7 @@ pub(super) async fn correlate(mut req: Request, next: Next) -> Response {
     let id =
         req.headers().get(CORRELATION_HEADER).and_then(acceptable).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(CorrelationId(id.clone()));
+    tracing::Span::current().record("correlation_id", id.as_str());
     let mut response = CORRELATION_ID.scope(id.clone(), next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HeaderName::from_static(CORRELATION_HEADER), value);

@@ -10,4 +10,4 @@ pub use correlation::{CORRELATION_HEADER, CorrelationId, current_correlation_id}
 pub use customer::{CUSTOMER_HEADER, CustomerId};
 pub use error::{ApiError, ProblemType};
 pub use json::Json;
-pub use observe::{layers, ops_router};
+pub use observe::{TRACE_ID_HEADER, layers, ops_router};

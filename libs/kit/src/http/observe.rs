@@ -3,13 +3,16 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
-    http::StatusCode,
+    http::{HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use opentelemetry::trace::TraceContextExt;
 use serde_json::json;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{ApiError, ProblemType, correlation::correlate};
 use crate::service::Readiness;
@@ -28,6 +31,49 @@ pub fn layers(router: Router) -> Router {
         })
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(correlate))
+        .layer(middleware::from_fn(trace_request))
+}
+
+/// Routes served for operators and probes: not traced.
+const OPS_ROUTES: [&str; 3] = ["/health", "/ready", "/metrics"];
+
+/// Header on every response naming the request's trace, to look it up in Jaeger.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+
+/// A server span per request, a child of the caller's `traceparent` when it sends one; the
+/// response says which trace it is in (`X-Trace-Id`).
+async fn trace_request(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    if OPS_ROUTES.contains(&route.as_str()) {
+        // Probes and scrapes every few seconds would bury the traces people look for.
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+    );
+    let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    messaging::trace::set_parent(&span, parent);
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID
+        && let Ok(value) = HeaderValue::from_str(&trace_id.to_string())
+    {
+        response.headers_mut().insert(HeaderName::from_static(TRACE_ID_HEADER), value);
+    }
+    response
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

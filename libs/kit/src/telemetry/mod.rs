@@ -1,0 +1,83 @@
+//! Logs, traces and metrics, set up once per process (ARCHITECTURE.md §6).
+//!
+//! - **Logs**: one JSON object per line (or a compact human format for local runs) with the
+//!   service, level, message, `correlation_id`, `trace_id`, `span_id` and the saga and order
+//!   ids when a span in scope knows them — so `grep <correlation id>` over every service's
+//!   logs shows one order's journey.
+//! - **Traces**: every `tracing` span becomes an OpenTelemetry span; they are exported over
+//!   OTLP/HTTP when `tracing.otlp_endpoint` is set. Context crosses HTTP (`traceparent`) and
+//!   every message (`messaging::trace`).
+//! - **Metrics**: a Prometheus recorder, served on `/metrics`.
+
+mod logs;
+mod traces;
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter, fmt, prelude::*};
+
+use crate::{Settings, config::LogFormat};
+
+/// What [`init`] installed; dropping it sends the spans not yet exported (call it last in
+/// `main`, after the service has shut down).
+#[must_use = "dropping the guard stops span export"]
+pub struct Telemetry {
+    tracer: Option<traces::Tracer>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(tracer) = self.tracer.take() {
+            tracer.shutdown();
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber for `service`: the log output (filtered by
+/// `RUST_LOG`, else `log.level`) and the OpenTelemetry layer (info spans and above,
+/// whatever the log level, so traces stay whole when logs are quiet). Later calls install
+/// nothing and return an empty guard.
+pub fn init(settings: &Settings, service: &str) -> Telemetry {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    let logs = match settings.log.format {
+        LogFormat::Json => logs::JsonLogs::new(service).with_filter(filter).boxed(),
+        LogFormat::Pretty => fmt::layer().compact().with_filter(filter).boxed(),
+    };
+    let tracer = match traces::Tracer::new(&settings.tracing, service) {
+        Ok(tracer) => Some(tracer),
+        Err(e) => {
+            eprintln!("tracing.otlp_endpoint: {e}; spans will not be exported");
+            None
+        }
+    };
+    let spans = tracer.as_ref().map(|t| t.layer().with_filter(LevelFilter::INFO));
+    if tracing_subscriber::registry().with(logs).with(spans).try_init().is_err() {
+        return Telemetry { tracer: None };
+    }
+    tracing::info!(
+        service,
+        environment = %settings.environment,
+        otlp_endpoint = settings.tracing.otlp_endpoint.as_str(),
+        "telemetry initialised"
+    );
+    Telemetry { tracer }
+}
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first call. `None` if another recorder
+/// was installed first (metrics then go there). Call it before any metric handle is resolved
+/// (`ServiceContext::connect` does): handles resolved earlier stay bound to the no-op recorder.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
