@@ -169,3 +169,82 @@ async fn one_order_is_one_trace_and_one_log_thread_across_every_service_and_back
         }
     }
 }
+
+/// The sum of every series of `name` whose labels include `labels`, in Prometheus text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let wanted = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (metric == name && wanted).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+async fn scrape(cluster: &Cluster, service: &str) -> String {
+    let response = cluster.http.get(cluster.url(service, "/metrics")).send().await.expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_completed_and_a_compensated_saga() {
+    let cluster = Cluster::start().await;
+    let (placed, _) = place(&cluster, "carol", "beagle-008", "credit_card", "metrics-completed").await;
+    assert_eq!(cluster.wait_for_saga_end(&placed, "carol", SAGA_LIMIT).await["status"], "completed");
+    let (declined, _) = place(&cluster, "dave", "goldfish-004", "declined_card", "metrics-compensated").await;
+    assert_eq!(cluster.wait_for_saga_end(&declined, "dave", SAGA_LIMIT).await["status"], "compensated");
+    for _ in 0..2 {
+        let r = cluster.http.get(cluster.url("inventory", "/pets?category=fish")).send().await.expect("GET /pets");
+        assert_eq!(r.status(), 200);
+    }
+
+    // Sagas: two started, one of each outcome, a duration each, and the steps they ran.
+    let orchestrator = scrape(&cluster, "orchestrator").await;
+    let o = |name: &str, labels: &[(&str, &str)]| sample(&orchestrator, name, labels);
+    assert_eq!(o("petstore_sagas_started_total", &[]), 2.0, "{orchestrator}");
+    assert_eq!(o("petstore_sagas_ended_total", &[("outcome", "completed")]), 1.0);
+    assert_eq!(o("petstore_sagas_ended_total", &[("outcome", "compensated")]), 1.0);
+    assert_eq!(o("petstore_sagas_ended_total", &[("outcome", "failed")]), 0.0);
+    assert_eq!(o("petstore_saga_duration_seconds_count", &[("outcome", "completed")]), 1.0);
+    assert_eq!(o("petstore_saga_duration_seconds_count", &[("outcome", "compensated")]), 1.0);
+    let step = |step: &str, action: &str, outcome: &str| {
+        o("petstore_saga_step_duration_seconds_count", &[("step", step), ("action", action), ("outcome", outcome)])
+    };
+    assert_eq!(step("reserve_pet", "execute", "succeeded"), 2.0);
+    assert_eq!(step("process_payment", "execute", "succeeded"), 1.0);
+    assert_eq!(step("process_payment", "execute", "failed"), 1.0);
+    assert_eq!(step("send_confirmation", "execute", "succeeded"), 1.0);
+    assert_eq!(step("reserve_pet", "compensate", "succeeded"), 1.0);
+    // Replies consumed: 5 + 3 for the sagas, plus the two OrderCreated events.
+    let consumed = o("petstore_messages_consumed_total", &[("backend", "kafka"), ("outcome", "ok")]);
+    assert!(consumed >= 10.0, "orchestrator consumed {consumed}:\n{orchestrator}");
+    assert_eq!(o("petstore_messages_published_total", &[("channel", "payment-commands"), ("outcome", "ok")]), 2.0);
+    assert_eq!(
+        o("petstore_outbox_relayed_total", &[("service", "orchestrator")]),
+        o("petstore_messages_published_total", &[("outcome", "ok")])
+    );
+    assert!(o("petstore_outbox_relay_latency_seconds_count", &[("service", "orchestrator")]) >= 10.0);
+
+    // Orders and HTTP: two accepted POSTs.
+    let order = scrape(&cluster, "order").await;
+    assert_eq!(sample(&order, "petstore_orders_created_total", &[]), 2.0, "{order}");
+    let posts = [("method", "POST"), ("route", "/orders"), ("status", "202")];
+    assert_eq!(sample(&order, "petstore_http_requests_total", &posts), 2.0);
+    assert_eq!(sample(&order, "petstore_http_request_duration_seconds_count", &posts), 2.0);
+
+    // The bus on a participant: two payment commands handled, with their latency.
+    let payment = scrape(&cluster, "payment").await;
+    let handled =
+        [("channel", "payment-commands"), ("backend", "kafka"), ("pattern", "point_to_point"), ("outcome", "ok")];
+    assert_eq!(sample(&payment, "petstore_messages_consumed_total", &handled), 2.0, "{payment}");
+    assert_eq!(sample(&payment, "petstore_message_handler_duration_seconds_count", &handled), 2.0);
+
+    // The catalog cache: the same listing twice is a miss, then a hit.
+    let inventory = scrape(&cluster, "inventory").await;
+    let listing = |result: &str| sample(&inventory, "petstore_cache_requests_total", &[("result", result)]);
+    assert!(listing("miss") >= 1.0 && listing("hit") >= 1.0, "{inventory}");
+    assert_eq!(sample(&inventory, "petstore_cache_up", &[]), 1.0);
+}

@@ -34,6 +34,23 @@ pub trait OutboxStore: Send + Sync + 'static {
     async fn backlog(&self) -> Result<i64, StoreError>;
 }
 
+/// Observes relay latency — from a message's creation, in the transaction that stored it, to
+/// the transport's acknowledgement — as `petstore_outbox_relay_latency_seconds`.
+struct Measured {
+    sink: Arc<dyn OutboxSink>,
+    latency: metrics::Histogram,
+}
+
+#[async_trait]
+impl OutboxSink for Measured {
+    async fn deliver(&self, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+        self.sink.deliver(channel, envelope).await?;
+        let waited = chrono::Utc::now() - envelope.time;
+        self.latency.record(waited.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        Ok(())
+    }
+}
+
 const BATCH: usize = 200;
 const POLL: Duration = Duration::from_millis(500);
 
@@ -45,6 +62,12 @@ pub async fn run_relay(
     service: &'static str,
     shutdown: CancellationToken,
 ) {
+    let sink: Arc<dyn OutboxSink> = Arc::new(Measured {
+        sink,
+        latency: metrics::histogram!("petstore_outbox_relay_latency_seconds", "service" => service),
+    });
+    let backlog_gauge = metrics::gauge!("petstore_outbox_backlog_messages", "service" => service);
+    let relayed = metrics::counter!("petstore_outbox_relayed_total", "service" => service);
     let mut failures = 0u32;
     loop {
         if shutdown.is_cancelled() {
@@ -52,12 +75,12 @@ pub async fn run_relay(
         }
         let result = store.relay(BATCH, sink.as_ref()).await;
         if let Ok(backlog) = store.backlog().await {
-            metrics::gauge!("petstore_outbox_backlog", "service" => service).set(backlog as f64);
+            backlog_gauge.set(backlog as f64);
         }
         match result {
             Ok(n) => {
                 failures = 0;
-                metrics::counter!("petstore_outbox_relayed_total", "service" => service).increment(n as u64);
+                relayed.increment(n as u64);
                 if n == BATCH {
                     continue;
                 }
