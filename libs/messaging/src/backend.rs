@@ -44,6 +44,9 @@ pub struct Capabilities {
     pub durable: bool,
     /// A new group can start from the earliest retained message.
     pub replay: bool,
+    /// [`Backend::backlog`] counts a group's backlog; `false`: it always answers `Ok(None)`,
+    /// and no consumer-lag or dead-letter-depth gauge can show anything.
+    pub backlog: bool,
 }
 
 impl Capabilities {
@@ -112,6 +115,18 @@ pub trait Backend: Send + Sync + 'static {
     async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError>;
     /// Checks that the backend is reachable.
     async fn health(&self) -> Result<(), BusError>;
+    /// Messages on the physical `channel` that consumer group `group` has not acknowledged
+    /// yet (delivered but unacknowledged ones included): the consumer lag operators watch,
+    /// read from the backend's own bookkeeping, so no consumer is needed. `Ok(None)` when
+    /// the backend cannot tell: always without [`Capabilities::backlog`], now and then where
+    /// the backend's own count is unavailable (Redis, see its module).
+    ///
+    /// It never creates anything. A channel that does not exist holds nothing: `Some(0)`. A
+    /// group that does not exist yet counts what it would get if it joined now from the
+    /// earliest message: everything the channel retains on backends that keep messages on
+    /// the channel itself (Kafka, JetStream, Redis streams, memory), nothing on those that
+    /// keep them in per-group queues (RabbitMQ, SQS), which hold nothing for it.
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError>;
 }
 
 /// A message handed to a consumer, to be acknowledged once processed.

@@ -1,12 +1,12 @@
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
@@ -122,6 +122,109 @@ struct Route {
 /// Message ids each subscription remembers for deduplication.
 const DEDUP_CAPACITY: usize = 10_000;
 
+/// How often a backlog that keeps failing to sample is logged at `warn` (in between, `debug`).
+const SAMPLE_FAILURE_WARN_EVERY: Duration = Duration::from_secs(300);
+
+/// What the backlog sampler measures: the groups this bus consumes and the dead-letter
+/// groups of their channels, with the gauges resolved once.
+#[derive(Default)]
+struct Watches {
+    /// (logical channel, logical group) of live subscriptions.
+    groups: BTreeMap<(String, String), GroupWatch>,
+    /// Logical channel → its dead-letter depth gauge, kept once resolved.
+    dead_letters: HashMap<String, metrics::Gauge>,
+    /// Whether the sampler task runs (it starts with the first subscription).
+    sampling: bool,
+}
+
+struct GroupWatch {
+    /// Live subscriptions of this bus in the group (competing consumers of one process).
+    subscriptions: usize,
+    lag: metrics::Gauge,
+}
+
+/// Keeps a group in the sampler's list while its subscription runs.
+struct Watching {
+    inner: Weak<Inner>,
+    key: (String, String),
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.upgrade() else { return };
+        let mut watches = inner.watches();
+        if let Some(watch) = watches.groups.get_mut(&self.key) {
+            watch.subscriptions -= 1;
+            if watch.subscriptions == 0 {
+                watches.groups.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// One backlog to measure: where to ask, and the gauge that shows it.
+struct Sample {
+    /// `<channel>/<group>` or `<channel>.dlq`, for logs.
+    name: String,
+    backend: Arc<dyn Backend>,
+    physical: String,
+    group: String,
+    gauge: metrics::Gauge,
+}
+
+impl Sample {
+    /// Sets the gauge to the backlog, or keeps its last value when the backend fails;
+    /// `failing` holds, per failing sample, when its failure was last logged at `warn`.
+    async fn take(&self, failing: &mut HashMap<String, Instant>) {
+        match self.backend.backlog(&self.physical, &self.group).await {
+            Ok(Some(n)) => self.gauge.set(n as f64),
+            Ok(None) => debug!(backlog = %self.name, "the backend cannot tell this backlog now"),
+            Err(error) => {
+                let now = Instant::now();
+                match failing.get(&self.name) {
+                    Some(warned) if now.duration_since(*warned) < SAMPLE_FAILURE_WARN_EVERY => {
+                        debug!(backlog = %self.name, %error, "backlog sample failed again");
+                    }
+                    _ => {
+                        warn!(backlog = %self.name, %error, "backlog sample failed; the gauge keeps its last value");
+                        failing.insert(self.name.clone(), now);
+                    }
+                }
+                return;
+            }
+        }
+        if failing.remove(&self.name).is_some() {
+            info!(backlog = %self.name, "backlog sampling recovered");
+        }
+    }
+}
+
+/// Samples, every `every`, the backlog of each group the bus consumes and of each of their
+/// channels' dead-letter group, until `shutdown` fires or the bus is gone. A failing sample
+/// keeps the gauge's last value and is logged at `warn` when it starts failing and every
+/// [`SAMPLE_FAILURE_WARN_EVERY`] while it goes on.
+async fn sample_backlogs(inner: Weak<Inner>, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(samples) = inner.upgrade().map(|inner| inner.samples()) else { return };
+        let pass = async {
+            for sample in &samples {
+                sample.take(&mut failing).await;
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = pass => {}
+        }
+    }
+}
+
 struct Inner {
     source: String,
     service: String,
@@ -131,12 +234,65 @@ struct Inner {
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Envelope>>>,
     reply_channels: tokio::sync::Mutex<HashMap<BackendKind, String>>,
     middleware: Mutex<Vec<Arc<dyn Middleware>>>,
+    lag_interval: Duration,
+    watches: Mutex<Watches>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
+impl Inner {
+    fn watches(&self) -> std::sync::MutexGuard<'_, Watches> {
+        // Single inserts and removals: the map stays consistent even after a panic.
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The physical name of consumer group `group`.
+    fn physical_group(&self, group: &str) -> String {
+        format!("{}{group}", self.prefix)
+    }
+
+    /// What to sample now: every watched group, and the dead-letter group of its channel.
+    fn samples(&self) -> Vec<Sample> {
+        let watches = self.watches();
+        let mut samples = Vec::new();
+        let mut last_channel = None;
+        for ((channel, group), watch) in &watches.groups {
+            let Some(route) = self.routes.get(channel) else { continue };
+            samples.push(Sample {
+                name: format!("{channel}/{group}"),
+                backend: route.backend.clone(),
+                physical: route.physical.clone(),
+                group: self.physical_group(group),
+                gauge: watch.lag.clone(),
+            });
+            // The map is sorted by channel: one dead-letter sample per channel.
+            if last_channel != Some(channel)
+                && let Some(depth) = watches.dead_letters.get(channel)
+            {
+                samples.push(Sample {
+                    name: format!("{channel}.dlq"),
+                    backend: route.backend.clone(),
+                    physical: dead_letter_channel(&route.physical),
+                    group: self.physical_group(crate::DLQ_GROUP),
+                    gauge: depth.clone(),
+                });
+            }
+            last_channel = Some(channel);
+        }
+        samples
+    }
+}
+
+/// The physical dead-letter channel of a physical channel.
+fn dead_letter_channel(physical: &str) -> String {
+    format!("{physical}.dlq")
+}
+
 /// One service's handle on the bus: routes logical channels to backends and adds retries,
-/// dead-lettering, request/reply correlation and metrics around them.
+/// dead-lettering, request/reply correlation and metrics around them. While it consumes, it
+/// samples every `messaging.lag_interval` the backlog of its groups
+/// (`petstore_consumer_lag_messages`) and of their channels' dead letters
+/// (`petstore_dlq_depth_messages`).
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<Inner>,
@@ -207,6 +363,7 @@ impl Bus {
         service: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, BusError> {
+        config.validate_lag_interval()?;
         let mut routes = HashMap::new();
         for (name, channel) in &config.channels {
             let (kind, key) = config.backend_of(name, channel);
@@ -262,6 +419,8 @@ impl Bus {
                 pending: Mutex::new(HashMap::new()),
                 reply_channels: tokio::sync::Mutex::new(HashMap::new()),
                 middleware: Mutex::new(Vec::new()),
+                lag_interval: config.lag_interval,
+                watches: Mutex::new(Watches::default()),
                 shutdown: shutdown.child_token(),
                 tasks: TaskTracker::new(),
             }),
@@ -440,20 +599,53 @@ impl Bus {
         max_wait: Duration,
         start: Option<StartFrom>,
     ) -> Result<Subscription, BusError> {
-        let options = SubscribeOptions {
-            group: Some(format!("{}{group}", self.inner.prefix)),
-            start: start.unwrap_or(route.start),
-        };
+        let options =
+            SubscribeOptions { group: Some(self.inner.physical_group(group)), start: start.unwrap_or(route.start) };
         let consumer = route.backend.subscribe(&route.physical, options).await?;
         let cancel = self.inner.shutdown.child_token();
         let span = info_span!("consumer", channel = %route.channel, group, backend = route.backend.name());
+        let watching = self.watch(&route, group);
         let bus = self.clone();
         let group = group.to_owned();
         let token = cancel.clone();
         let done = self.inner.tasks.spawn(
-            async move { bus.consume(consumer, route, group, work, batch, max_wait, token).await }.instrument(span),
+            async move {
+                let _watching = watching;
+                bus.consume(consumer, route, group, work, batch, max_wait, token).await;
+            }
+            .instrument(span),
         );
         Ok(Subscription { cancel, done })
+    }
+
+    /// Adds a subscription's group (and its channel's dead letters) to what the backlog
+    /// sampler measures, resolving their gauges the first time; starts the sampler with the
+    /// first subscription. The group leaves the list when the returned guard drops.
+    fn watch(&self, route: &Route, group: &str) -> Watching {
+        let key = (route.channel.clone(), group.to_owned());
+        let backend = route.backend.name();
+        let start = {
+            let mut watches = self.inner.watches();
+            watches
+                .groups
+                .entry(key.clone())
+                .or_insert_with(|| GroupWatch {
+                    subscriptions: 0,
+                    lag: metrics::gauge!("petstore_consumer_lag_messages",
+                        "channel" => route.channel.clone(), "group" => group.to_owned(), "backend" => backend),
+                })
+                .subscriptions += 1;
+            watches.dead_letters.entry(route.channel.clone()).or_insert_with(|| {
+                metrics::gauge!("petstore_dlq_depth_messages", "channel" => route.channel.clone(), "backend" => backend)
+            });
+            !std::mem::replace(&mut watches.sampling, true)
+        };
+        if start {
+            let sampler =
+                sample_backlogs(Arc::downgrade(&self.inner), self.inner.lag_interval, self.inner.shutdown.clone());
+            self.inner.tasks.spawn(sampler.instrument(info_span!("backlog_sampler", service = %self.inner.service)));
+        }
+        Watching { inner: Arc::downgrade(&self.inner), key }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -467,6 +659,7 @@ impl Bus {
         max_wait: Duration,
         cancel: CancellationToken,
     ) {
+        let retried = metrics::counter!("petstore_messages_retried_total", "channel" => route.channel.clone());
         let mut chain: Vec<Arc<dyn Middleware>> = vec![
             Arc::new(Observe::new(&route.channel, route.backend.name(), route.pattern, &group)),
             Arc::new(Deduplicate::new(DEDUP_CAPACITY)),
@@ -491,7 +684,7 @@ impl Bus {
             match &work {
                 Work::Batch(processor) => {
                     let envelopes: Vec<Envelope> = deliveries.iter().map(|d| d.envelope.clone()).collect();
-                    let outcome = self.with_retry(&cancel, || processor.process(envelopes.clone())).await;
+                    let outcome = self.with_retry(&cancel, &retried, || processor.process(envelopes.clone())).await;
                     if !self.settle(&mut *consumer, &route, &group, &deliveries, outcome, &cancel).await {
                         break 'receive;
                     }
@@ -563,8 +756,14 @@ impl Bus {
     }
 
     /// Runs a batch `attempt` until it succeeds, fails fatally, or exhausts the retry policy
-    /// (single messages go through the [`Retry`] middleware instead).
-    async fn with_retry<F, Fut>(&self, cancel: &CancellationToken, mut attempt: F) -> Outcome
+    /// (single messages go through the [`Retry`] middleware instead), counting each retry in
+    /// the subscription's `retried` counter.
+    async fn with_retry<F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        retried: &metrics::Counter,
+        mut attempt: F,
+    ) -> Outcome
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
@@ -579,7 +778,7 @@ impl Bus {
                     return Outcome::DeadLetter { error, attempts: n };
                 }
                 Err(HandlerError::Retriable(error)) => {
-                    metrics::counter!("petstore_messages_retried_total").increment(1);
+                    retried.increment(1);
                     warn!(attempt = n, %error, "handler failed; retrying");
                     tokio::select! {
                         () = cancel.cancelled() => return Outcome::Cancelled,
@@ -603,7 +802,7 @@ impl Bus {
         attempts: u32,
         cancel: &CancellationToken,
     ) -> bool {
-        let dlq = format!("{}.dlq", route.physical);
+        let dlq = dead_letter_channel(&route.physical);
         let mut letter = message.clone();
         letter.extensions.insert(crate::DLQ_ERROR.into(), error.to_owned());
         letter.extensions.insert(crate::DLQ_ATTEMPTS.into(), attempts.to_string());
@@ -611,7 +810,7 @@ impl Bus {
         error!(message = %message.id, r#type = %message.event_type, attempts, error, "dead-lettering message");
         let mut n = 1;
         loop {
-            let dlq_group = format!("{}{}", self.inner.prefix, crate::DLQ_GROUP);
+            let dlq_group = self.inner.physical_group(crate::DLQ_GROUP);
             let result = match route.backend.declare(&dlq, route.partitions.max(1)).await {
                 Ok(()) => match route.backend.ensure_group(&dlq, &dlq_group).await {
                     Ok(()) => route.backend.publish(&dlq, &letter).await,

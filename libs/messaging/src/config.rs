@@ -53,6 +53,10 @@ pub struct MessagingConfig {
     /// Handler retries before a message is dead-lettered.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// How often each bus samples the backlog of the groups it consumes and of their
+    /// dead-letter channels into gauges (`10s`, `500ms`, `1m30s`; default 10 s).
+    #[serde(default = "MessagingConfig::default_lag_interval", deserialize_with = "duration::deserialize")]
+    pub lag_interval: std::time::Duration,
     /// Kafka connection settings, required when any channel uses Kafka.
     #[cfg(feature = "kafka")]
     #[serde(default)]
@@ -134,6 +138,18 @@ impl BackendSelection {
 }
 
 impl MessagingConfig {
+    fn default_lag_interval() -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+
+    /// Checks `lag_interval` (a zero period cannot be sampled at).
+    pub(crate) fn validate_lag_interval(&self) -> Result<(), crate::BusError> {
+        if self.lag_interval.is_zero() {
+            return Err(crate::BusError::Config("messaging.lag_interval: must be greater than 0".into()));
+        }
+        Ok(())
+    }
+
     /// The backend that carries `channel`: its own `backend`, else the selection for its
     /// pattern, else `default_backend`; with the configuration key that chose it.
     pub fn backend_of(&self, name: &str, channel: &ChannelConfig) -> (BackendKind, String) {
@@ -147,8 +163,10 @@ impl MessagingConfig {
     }
 
     /// Checks what can be checked without connecting: every backend in use has its
-    /// connection section, and every channel has at least one partition. Errors name the key.
+    /// connection section, every channel has at least one partition, and `lag_interval` is
+    /// positive. Errors name the key.
     pub fn validate(&self) -> Result<(), crate::BusError> {
+        self.validate_lag_interval()?;
         for kind in self.backends_in_use() {
             let present = match kind {
                 BackendKind::Memory => true,
@@ -183,6 +201,54 @@ impl MessagingConfig {
         kinds.sort();
         kinds.dedup();
         kinds
+    }
+}
+
+/// Durations written the humantime way: numbers with units, `10s`, `500ms`, `1m30s`, `2h`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, de};
+
+    /// Parses `text`: one or more `<integer><unit>` parts (units `ms`, `s`, `m`, `h`),
+    /// optionally separated by spaces.
+    pub(super) fn parse(text: &str) -> Result<Duration, String> {
+        let invalid = || format!("`{text}` is not a duration such as `10s`, `500ms` or `1m30s`");
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(invalid());
+        }
+        let mut total = Duration::ZERO;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+            let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c.is_whitespace()).unwrap_or(rest.len());
+            let part = match &rest[..unit_len] {
+                "ms" => Duration::from_millis(number),
+                "s" => Duration::from_secs(number),
+                "m" => Duration::from_secs(number.saturating_mul(60)),
+                "h" => Duration::from_secs(number.saturating_mul(3600)),
+                _ => return Err(invalid()),
+            };
+            total = total.saturating_add(part);
+            rest = rest[unit_len..].trim_start();
+        }
+        Ok(total)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as `10s`, `500ms` or `1m30s`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+                parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -294,6 +360,28 @@ mod tests {
         }));
         let err = c.validate().expect_err("nats has no section").to_string();
         assert!(err.contains("messaging.nats"), "{err}");
+    }
+
+    #[test]
+    fn lag_interval_defaults_to_ten_seconds_and_reads_humantime_durations() {
+        let base = serde_json::json!({ "default_backend": "memory", "channels": {} });
+        assert_eq!(config(base.clone()).lag_interval, std::time::Duration::from_secs(10));
+        let cases = [("250ms", 250), ("2s", 2_000), ("1m30s", 90_000), ("1m 5s", 65_000), ("1h", 3_600_000)];
+        for (text, millis) in cases {
+            let mut value = base.clone();
+            value["lag_interval"] = text.into();
+            assert_eq!(config(value).lag_interval.as_millis(), millis, "{text}");
+        }
+        for bad in ["", "10", "s", "10 seconds", "1.5s", "-1s", "10sm"] {
+            assert!(duration::parse(bad).is_err(), "`{bad}` must be refused");
+        }
+    }
+
+    #[test]
+    fn a_zero_lag_interval_is_refused_naming_the_key() {
+        let c = config(serde_json::json!({ "default_backend": "memory", "channels": {}, "lag_interval": "0s" }));
+        let err = c.validate().expect_err("zero interval").to_string();
+        assert!(err.contains("messaging.lag_interval"), "{err}");
     }
 
     #[test]

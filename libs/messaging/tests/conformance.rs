@@ -170,7 +170,8 @@ macro_rules! scenarios {
     a_call_that_does_not_fit_the_channel_pattern_is_a_config_error,
     a_pattern_the_backend_lacks_fails_bus_new,
     a_message_delivered_twice_is_handled_once,
-    a_new_group_can_start_from_a_point_in_time);
+    a_new_group_can_start_from_a_point_in_time,
+    the_backlog_counts_what_a_group_has_not_acknowledged);
     };
     (@each $backend:ident; $($scenario:ident),+) => {
         $(
@@ -310,9 +311,54 @@ async fn receive_ids(consumer: &mut Box<dyn Consumer>, patience: Duration, wante
     got
 }
 
+/// Polls the backlog of `group` on `channel` until it is `expected` (counts may lag behind,
+/// and SQS's are approximate); fails the test with the last answer after `patience`.
+async fn backlog_reaches(backend: &dyn Backend, channel: &str, group: &str, expected: u64, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        let backlog = backend.backlog(channel, group).await;
+        if matches!(backlog, Ok(Some(n)) if n == expected) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backlog {expected} not reached within {patience:?}: last {backlog:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------------------
+
+async fn the_backlog_counts_what_a_group_has_not_acknowledged(f: Fixture) {
+    let _declares_the_channels = f.bus("lagging").await;
+    let backend = f.backend();
+    let channel = f.physical("events");
+    let group = format!("{}lagging", f.config.topic_prefix);
+    if !backend.capabilities().backlog {
+        let told = backend.backlog(&channel, &group).await.expect("backlog");
+        assert_eq!(told, None, "a backend without the backlog capability says it cannot tell");
+        f.finish().await;
+        return;
+    }
+    let nowhere = backend.backlog(&f.physical("nowhere"), &group).await.expect("backlog of a missing channel");
+    assert_eq!(nowhere, Some(0), "a channel that does not exist holds nothing");
+    backend.ensure_group(&channel, &group).await.expect("ensure the group");
+    assert_eq!(backend.backlog(&channel, &group).await.expect("backlog"), Some(0), "a new group of a new channel");
+
+    let sent: Vec<Envelope> = (0..5).map(|n| message(&format!("k{n}"), n)).collect();
+    for m in &sent {
+        backend.publish(&channel, m).await.expect("publish");
+    }
+    backlog_reaches(&*backend, &channel, &group, 5, f.patience).await;
+
+    let options = SubscribeOptions { group: Some(group.clone()), start: StartFrom::Earliest };
+    let mut consumer = backend.subscribe(&channel, options).await.expect("subscribe");
+    let ids: Vec<Uuid> = sent.iter().map(|m| m.id).collect();
+    receive_ids(&mut consumer, f.patience, &ids).await;
+    backlog_reaches(&*backend, &channel, &group, 0, f.patience).await;
+    consumer.close().await;
+    f.finish().await;
+}
 
 async fn pub_sub_delivers_to_every_group(f: Fixture) {
     let bus = f.bus("publisher").await;
@@ -696,6 +742,9 @@ impl Backend for PubSubOnly {
     }
     async fn health(&self) -> Result<(), BusError> {
         self.0.health().await
+    }
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        self.0.backlog(channel, group).await
     }
 }
 

@@ -19,7 +19,13 @@ impl Backend for PubSubOnly {
         "pubsub-only"
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities { patterns: &[Pattern::PubSub], ordering_per_key: true, durable: false, replay: false }
+        Capabilities {
+            patterns: &[Pattern::PubSub],
+            ordering_per_key: true,
+            durable: false,
+            replay: false,
+            backlog: false,
+        }
     }
     async fn declare(&self, _: &str, _: u32) -> Result<(), BusError> {
         Ok(())
@@ -32,6 +38,9 @@ impl Backend for PubSubOnly {
     }
     async fn health(&self) -> Result<(), BusError> {
         Ok(())
+    }
+    async fn backlog(&self, _: &str, _: &str) -> Result<Option<u64>, BusError> {
+        Ok(None)
     }
 }
 

@@ -14,8 +14,8 @@ mod publisher;
 mod subscriber;
 
 use std::{
-    collections::HashSet,
-    sync::{Mutex, MutexGuard},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
@@ -43,6 +43,9 @@ pub struct KafkaBackend {
     admin: AdminClient<DefaultClientContext>,
     /// Topics this backend created or found existing.
     declared: Mutex<HashSet<String>>,
+    /// Per consumer group, a client that reads the group's committed offsets for
+    /// [`Backend::backlog`] (it never joins the group).
+    offset_readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 fn client_error(what: &str, error: &KafkaError) -> BusError {
@@ -57,7 +60,13 @@ impl KafkaBackend {
         let producer: FutureProducer = producer.create().map_err(|e| Self::config_error("producer", &e))?;
         let admin: AdminClient<DefaultClientContext> =
             config.client_config().create().map_err(|e| Self::config_error("admin client", &e))?;
-        let backend = Self { config: config.clone(), producer, admin, declared: Mutex::new(HashSet::new()) };
+        let backend = Self {
+            config: config.clone(),
+            producer,
+            admin,
+            declared: Mutex::new(HashSet::new()),
+            offset_readers: Mutex::new(HashMap::new()),
+        };
         backend.health().await?;
         Ok(backend)
     }
@@ -175,6 +184,57 @@ impl KafkaBackend {
         .map_err(|e| BusError::transient(NAME, format!("offset commit task: {e}")))?
     }
 
+    /// The offset reader of `group`, created on first use. It asks for metadata without
+    /// auto-creating topics, so measuring a topic never creates it.
+    fn offset_reader(&self, group: &str) -> Result<Arc<BaseConsumer>, BusError> {
+        let mut readers = self.offset_readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reader) = readers.get(group) {
+            return Ok(reader.clone());
+        }
+        let mut config = self.config.client_config();
+        config.set("group.id", group).set("enable.auto.commit", "false").set("allow.auto.create.topics", "false");
+        let reader: Arc<BaseConsumer> = Arc::new(config.create().map_err(|e| Self::config_error("offset reader", &e))?);
+        readers.insert(group.to_owned(), reader.clone());
+        Ok(reader)
+    }
+
+    /// High watermark minus the group's committed offset (the low watermark where it has
+    /// committed nothing, or committed below what is retained), summed over the partitions.
+    fn lag(reader: &BaseConsumer, topic: &str, timeout: std::time::Duration) -> Result<u64, BusError> {
+        // The reader is never polled otherwise: drain the errors and logs queued for it.
+        while reader.poll(std::time::Duration::ZERO).is_some() {}
+        let metadata = reader
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| client_error(&format!("metadata of `{topic}`"), &e))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(0);
+        };
+        match found.error().map(RDKafkaErrorCode::from) {
+            None => {}
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Ok(0),
+            Some(code) => return Err(BusError::transient(NAME, format!("metadata of `{topic}`: {code}"))),
+        }
+        let mut partitions = TopicPartitionList::new();
+        for p in found.partitions() {
+            partitions.add_partition(topic, p.id());
+        }
+        let committed = reader
+            .committed_offsets(partitions, timeout)
+            .map_err(|e| client_error(&format!("committed offsets of `{topic}`"), &e))?;
+        let mut lag = 0;
+        for p in found.partitions() {
+            let (low, high) = reader
+                .fetch_watermarks(topic, p.id(), timeout)
+                .map_err(|e| client_error(&format!("watermarks of `{topic}` [{}]", p.id()), &e))?;
+            let from = match committed.find_partition(topic, p.id()).map(|e| e.offset()) {
+                Some(Offset::Offset(committed)) => committed.max(low),
+                _ => low,
+            };
+            lag += u64::try_from(high - from).unwrap_or(0);
+        }
+        Ok(lag)
+    }
+
     fn consumer_config(&self, start: StartFrom) -> ClientConfig {
         let mut config = self.config.client_config();
         let reset = match start {
@@ -193,7 +253,7 @@ impl Backend for KafkaBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: true }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: true, backlog: true }
     }
 
     async fn remove(&self, channel: &str) -> Result<(), BusError> {
@@ -294,6 +354,18 @@ impl Backend for KafkaBackend {
         }))
     }
 
+    /// The group's lag from the committed offsets: acknowledged messages leave it once
+    /// committed (auto-commit, every `auto.commit.interval.ms`, and on close). A group with no
+    /// committed offset counts from the low watermark; a topic that does not exist, 0.
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        let reader = self.offset_reader(group)?;
+        let timeout = self.config.operation_timeout();
+        let topic = channel.to_owned();
+        tokio::task::spawn_blocking(move || Self::lag(&reader, &topic, timeout).map(Some))
+            .await
+            .map_err(|e| BusError::transient(NAME, format!("backlog task: {e}")))?
+    }
+
     async fn health(&self) -> Result<(), BusError> {
         let producer = self.producer.clone();
         let timeout = self.config.operation_timeout();
@@ -303,5 +375,30 @@ impl Backend for KafkaBackend {
             .map_err(|e| BusError::transient(NAME, format!("health task: {e}")))?
             .map(|_| ())
             .map_err(|e| client_error(&format!("metadata from {brokers}"), &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn measuring_the_backlog_of_a_missing_topic_does_not_create_it() {
+        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let backend = KafkaBackend::connect(&KafkaConfig::new(brokers)).await.expect("connect");
+        let topic = format!("t{}.never-declared", uuid::Uuid::now_v7().simple());
+        assert_eq!(backend.backlog(&topic, "g").await.expect("backlog"), Some(0));
+
+        let producer = backend.producer.clone();
+        let timeout = backend.config.operation_timeout();
+        let names: Vec<String> =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).expect("metadata"))
+                .await
+                .expect("metadata task")
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect();
+        assert!(!names.contains(&topic), "`{topic}` was created by measuring it");
     }
 }

@@ -47,6 +47,8 @@ struct Group {
 #[derive(Default)]
 struct GroupState {
     pending: VecDeque<(u64, Arc<Envelope>)>,
+    /// Messages taken by a consumer and not acknowledged yet (part of the backlog).
+    unacked: usize,
     /// Keys held by a consumer (id) with how many of its messages are unacknowledged.
     held_keys: HashMap<String, (u64, usize)>,
     next_consumer: u64,
@@ -85,7 +87,7 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: false, replay: true }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: false, replay: true, backlog: true }
     }
 
     async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
@@ -111,6 +113,23 @@ impl Backend for MemoryBackend {
 
     async fn health(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    /// The group's queue plus what its consumers hold unacknowledged; for a group that has
+    /// not joined, the retained log (what it would start with).
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        let Some(channel) = lock(&self.channels).get(channel).cloned() else {
+            return Ok(Some(0));
+        };
+        let state = lock(&channel.state);
+        let count = match state.groups.get(group) {
+            Some(group) => {
+                let group = lock(&group.state);
+                group.pending.len() + group.unacked
+            }
+            None => state.log.len(),
+        };
+        Ok(Some(count as u64))
     }
 }
 

@@ -46,6 +46,7 @@ impl MemoryConsumer {
                 }
             }
             self.unacked.insert(seq, envelope.clone());
+            state.unacked += 1;
             out.push(Delivery { envelope: (*envelope).clone(), receipt: Receipt::Memory { seq } });
         }
         // Others may be able to take what this consumer skipped or left.
@@ -56,15 +57,16 @@ impl MemoryConsumer {
 
     fn release(&mut self, seq: u64) -> Option<Arc<Envelope>> {
         let envelope = self.unacked.remove(&seq)?;
-        if let Some(key) = &envelope.partition_key {
-            let mut state = lock(&self.group.state);
-            if let Some(entry) = state.held_keys.get_mut(key) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    state.held_keys.remove(key);
-                    // A message of this key may be waiting for another consumer.
-                    self.group.notify.notify_one();
-                }
+        let mut state = lock(&self.group.state);
+        state.unacked = state.unacked.saturating_sub(1);
+        if let Some(key) = &envelope.partition_key
+            && let Some(entry) = state.held_keys.get_mut(key)
+        {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                state.held_keys.remove(key);
+                // A message of this key may be waiting for another consumer.
+                self.group.notify.notify_one();
             }
         }
         Some(envelope)

@@ -67,3 +67,35 @@ async fn retention_bounds_what_a_late_group_replays() {
     let got = late.receive(10, Duration::ZERO).await.expect("receive");
     assert_eq!(got.iter().map(seq).collect::<Vec<_>>(), ["k-2", "k-3"]);
 }
+
+#[tokio::test]
+async fn the_backlog_counts_taken_messages_until_they_are_acknowledged() {
+    let backend = MemoryBackend::new(100);
+    let backlog = |group: &'static str| {
+        let backend = &backend;
+        async move { backend.backlog("c", group).await.expect("backlog") }
+    };
+    assert_eq!(backlog("g").await, Some(0), "a channel that does not exist holds nothing");
+    assert!(backend.channel_names().is_empty(), "measuring created nothing");
+
+    let opts = SubscribeOptions { group: Some("g".into()), start: StartFrom::Earliest };
+    let mut a = backend.subscribe("c", opts.clone()).await.expect("subscribe");
+    for n in 1..=3 {
+        backend.publish("c", &envelope(&format!("k{n}"), n)).await.expect("publish");
+    }
+    assert_eq!(backlog("g").await, Some(3));
+    assert_eq!(backlog("not-joined").await, Some(3), "a group that has not joined would start with the log");
+
+    let taken = a.receive(2, Duration::ZERO).await.expect("receive");
+    assert_eq!(backlog("g").await, Some(3), "taken but unacknowledged is still backlog");
+    a.ack(&taken[0]).await.expect("ack");
+    assert_eq!(backlog("g").await, Some(2));
+    a.close().await;
+    assert_eq!(backlog("g").await, Some(2), "what a closing consumer gives back stays counted once");
+
+    let mut b = backend.subscribe("c", opts).await.expect("subscribe");
+    for d in b.receive(10, Duration::ZERO).await.expect("receive") {
+        b.ack(&d).await.expect("ack");
+    }
+    assert_eq!(backlog("g").await, Some(0));
+}

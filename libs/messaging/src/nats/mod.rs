@@ -188,7 +188,7 @@ impl Backend for NatsBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { patterns: Pattern::ALL, ordering_per_key: false, durable: true, replay: true }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: false, durable: true, replay: true, backlog: true }
     }
 
     async fn remove(&self, channel: &str) -> Result<(), BusError> {
@@ -237,6 +237,28 @@ impl Backend for NatsBackend {
         };
         let consumer = subscriber::NatsConsumer::start(self.client.clone(), self.jetstream.clone(), settings).await?;
         Ok(Box::new(consumer))
+    }
+
+    /// The group's durable consumer's `num_pending` (not delivered yet) plus
+    /// `num_ack_pending` (delivered, not acknowledged). Without that consumer, the stream's
+    /// message count (what the group would start with); without the stream, 0.
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        use jetstream::context::ConsumerInfoErrorKind;
+        let stream = self
+            .jetstream
+            .get_stream_no_info(physical_name(channel))
+            .await
+            .map_err(|e| failure(&self.config, &format!("stream of `{channel}`"), e, false))?;
+        let what = || format!("backlog of group `{group}` on `{channel}`");
+        match stream.consumer_info(physical_name(group)).await {
+            Ok(info) => Ok(Some(info.num_pending + info.num_ack_pending as u64)),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::StreamNotFound => Ok(Some(0)),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => match stream.get_info().await {
+                Ok(info) => Ok(Some(info.state.messages)),
+                Err(e) => Err(failure(&self.config, &what(), e, true)),
+            },
+            Err(e) => Err(failure(&self.config, &what(), e, true)),
+        }
     }
 
     async fn health(&self) -> Result<(), BusError> {

@@ -261,6 +261,7 @@ impl Backend for RabbitMqBackend {
             ordering_per_key: self.shared.config.single_active_consumer,
             durable: true,
             replay: false,
+            backlog: true,
         }
     }
 
@@ -328,6 +329,25 @@ impl Backend for RabbitMqBackend {
         let queue = options.group.as_deref().map(|group| group_queue_name(channel, group)).transpose()?;
         let consumer = subscriber::RabbitMqConsumer::open(self.shared.clone(), exchange, queue).await?;
         Ok(Box::new(consumer))
+    }
+
+    /// The `message-count` of a passive declaration of the group's queue, on a short-lived
+    /// channel (a missing queue closes it). RabbitMQ counts the messages *ready* for
+    /// delivery only: those delivered to a consumer and not acknowledged yet (up to
+    /// `prefetch` per consumer) are not in it, and AMQP reports them nowhere (the management
+    /// HTTP API does). A group whose queue does not exist holds nothing: 0.
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        let queue = group_queue_name(channel, group)?;
+        let amqp = self.shared.channel().await?;
+        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let timeout = self.shared.config.operation_timeout();
+        let what = || format!("passive declaration of queue `{queue}`");
+        match tokio::time::timeout(timeout, amqp.queue_declare(queue.clone(), options, FieldTable::default())).await {
+            Ok(Ok(declared)) => Ok(Some(u64::from(declared.message_count()))),
+            Ok(Err(e)) if is_not_found(&e) => Ok(Some(0)),
+            Ok(Err(e)) => Err(amqp_error(&what(), &e)),
+            Err(_) => Err(BusError::transient(NAME, format!("{}: no answer within {timeout:?}", what()))),
+        }
     }
 
     async fn health(&self) -> Result<(), BusError> {

@@ -236,7 +236,7 @@ impl Backend for RedisBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { patterns: Pattern::ALL, ordering_per_key: false, durable: true, replay: true }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: false, durable: true, replay: true, backlog: true }
     }
 
     /// A stream needs no creation (the first write creates it); this checks once that the
@@ -288,6 +288,27 @@ impl Backend for RedisBackend {
             None => subscriber::RedisConsumer::private(shared, channel, options.start).await?,
         };
         Ok(Box::new(consumer))
+    }
+
+    /// `lag` (entries not delivered to the group yet) plus `pending` (delivered, not
+    /// acknowledged) from `XINFO GROUPS`. `None` while Redis cannot determine the lag: when
+    /// entries the group has not read yet were deleted or trimmed away, or for a group
+    /// created at a point in time until it has caught up. A group that does not exist counts the
+    /// stream's length (`XLEN`, what it would start with); a stream that does not exist, 0.
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        let key = stream_key(channel);
+        let what = || format!("backlog of group `{group}` on `{channel}`");
+        let groups: ::redis::streams::StreamInfoGroupsReply =
+            match self.shared.call(::redis::cmd("XINFO").arg("GROUPS").arg(&key)).await {
+                Some(Ok(reply)) => reply,
+                Some(Err(e)) if e.to_string().contains("no such key") => return Ok(Some(0)),
+                Some(Err(e)) => return Err(redis_error(&what(), &e)),
+                None => return Err(self.shared.no_answer(&what())),
+            };
+        match groups.groups.iter().find(|g| g.name == group) {
+            Some(found) => Ok(found.lag.map(|lag| (lag + found.pending) as u64)),
+            None => self.shared.run(::redis::cmd("XLEN").arg(&key), what).await.map(Some),
+        }
     }
 
     async fn health(&self) -> Result<(), BusError> {

@@ -139,6 +139,11 @@ fn is_transient(code: &str) -> bool {
         )
 }
 
+/// Whether SQS answered that the queue does not exist.
+fn is_missing_queue<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(error.code(), Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist"))
+}
+
 /// A queue this backend created (or found), with its ARN for the subscription.
 struct CreatedQueue {
     url: Arc<str>,
@@ -321,6 +326,34 @@ impl SnsBackend {
         Ok(queue.url)
     }
 
+    /// (waiting, in flight) messages of queue `name` at `url`, as SQS approximates them;
+    /// `None` if the queue does not exist.
+    async fn queue_counts(&self, url: &str, name: &str) -> Result<Option<(u64, u64)>, BusError> {
+        let attributes = match self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+        {
+            Ok(output) => output.attributes.unwrap_or_default(),
+            Err(e) if is_missing_queue(&e) => return Ok(None),
+            Err(e) => return Err(service_error(format!("attributes of queue {name}"), &e)),
+        };
+        let count = |attribute: QueueAttributeName| -> Result<u64, BusError> {
+            let value = attributes.get(&attribute).map_or("0", String::as_str);
+            value.parse().map_err(|e| {
+                BusError::transient(NAME, format!("queue {name}: {} is `{value}`: {e}", attribute.as_str()))
+            })
+        };
+        Ok(Some((
+            count(QueueAttributeName::ApproximateNumberOfMessages)?,
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+        )))
+    }
+
     /// Where a consumer of `url` reads, with this backend's settings.
     fn queue(&self, channel: &str, url: Arc<str>) -> Queue {
         Queue {
@@ -364,7 +397,7 @@ impl Backend for SnsBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: false }
+        Capabilities { patterns: Pattern::ALL, ordering_per_key: true, durable: true, replay: false, backlog: true }
     }
 
     async fn declare(&self, channel: &str, _partitions: u32) -> Result<(), BusError> {
@@ -413,6 +446,27 @@ impl Backend for SnsBackend {
                 Err(e)
             }
         }
+    }
+
+    /// `ApproximateNumberOfMessages` (waiting) plus `ApproximateNumberOfMessagesNotVisible`
+    /// (received, not deleted yet) of the group's queue: approximate, as SQS says, and
+    /// settling within about a minute on AWS. A group whose queue does not exist holds
+    /// nothing: 0.
+    async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
+        let known = lock(&self.groups).get(&(channel.to_owned(), group.to_owned())).cloned();
+        let name = names::group_queue(channel, group);
+        let url = match known {
+            Some(url) => url.to_string(),
+            None => match self.sqs.get_queue_url().queue_name(&name).send().await {
+                Ok(found) => found
+                    .queue_url
+                    .ok_or_else(|| BusError::transient(NAME, format!("find queue {name}: no URL in the answer")))?,
+                Err(e) if is_missing_queue(&e) => return Ok(Some(0)),
+                Err(e) => return Err(service_error(format!("find queue {name}"), &e)),
+            },
+        };
+        let counts = self.queue_counts(&url, &name).await?;
+        Ok(Some(counts.map_or(0, |(waiting, in_flight)| waiting + in_flight)))
     }
 
     async fn health(&self) -> Result<(), BusError> {

@@ -65,22 +65,9 @@ async fn receive_n_at(
 
 /// (visible, in flight) messages of the queue at `url`.
 async fn queue_counts(backend: &SnsBackend, url: &str) -> (u32, u32) {
-    let attributes = backend
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap_or_default();
-    let count = |name| attributes.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        count(QueueAttributeName::ApproximateNumberOfMessages),
-        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
+    let (waiting, in_flight) =
+        backend.queue_counts(url, url).await.expect("queue attributes").expect("the queue exists");
+    (u32::try_from(waiting).expect("count"), u32::try_from(in_flight).expect("count"))
 }
 
 /// Polls the queue at `url` until it holds `expected` (visible, in flight) messages.
