@@ -1,5 +1,5 @@
-//! A petstore cluster for end-to-end tests: six `petstore serve <service>` processes on free
-//! loopback ports, sharing a fresh PostgreSQL database, a random Kafka topic prefix and a
+//! A petstore cluster for end-to-end tests: six `petstore serve <service>` processes, each on
+//! a port the kernel picks (port 0), sharing a fresh PostgreSQL database, a random Kafka topic prefix and a
 //! random Redis key prefix, so tests never collide. Servers come from the environment
 //! (`DATABASE_URL`, `REDIS_URL`, `KAFKA_BROKERS`), defaulting to what `dev/infra.sh` starts.
 
@@ -24,14 +24,12 @@ pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 pub struct Cluster {
     pub id: String,
     server_url: String,
     db_name: String,
+    /// Each service's port: every service binds port 0 and logs the address it got, so
+    /// concurrent clusters never race for a port.
     pub ports: HashMap<&'static str, u16>,
     pub database_url: String,
     pub db: PgPool,
@@ -39,6 +37,8 @@ pub struct Cluster {
     config_path: PathBuf,
     log_dir: PathBuf,
     children: HashMap<&'static str, Child>,
+    /// How many times each service has started (its log says `listening` once per start).
+    starts: HashMap<&'static str, usize>,
 }
 
 impl Cluster {
@@ -69,7 +69,6 @@ impl Cluster {
             Some((base, _)) => format!("{base}/{db_name}"),
             None => panic!("DATABASE_URL has no database part: {server_url}"),
         };
-        let ports: HashMap<&'static str, u16> = SERVICES.iter().map(|s| (*s, free_port())).collect();
         let dir = std::env::temp_dir().join(format!("petstore-e2e-{id}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = format!(
@@ -88,21 +87,15 @@ messaging:
     client: {{ "fetch.wait.max.ms": "10", "session.timeout.ms": "6000", "heartbeat.interval.ms": "1000" }}
 {messaging_extra}
 services:
-  order: {{ port: {order}, pet_lookup_timeout_ms: 10000 }}
-  payment: {{ port: {payment} }}
-  delivery: {{ port: {delivery}, delivery_days: 3 }}
-  inventory: {{ port: {inventory} }}
-  notification: {{ port: {notification} }}
-  orchestrator: {{ port: {orchestrator} }}
+  order: {{ port: 0, pet_lookup_timeout_ms: 10000 }}
+  payment: {{ port: 0 }}
+  delivery: {{ port: 0, delivery_days: 3 }}
+  inventory: {{ port: 0 }}
+  notification: {{ port: 0 }}
+  orchestrator: {{ port: 0 }}
 "#,
             redis = env_or("REDIS_URL", "redis://127.0.0.1:6379"),
             brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
-            order = ports["order"],
-            payment = ports["payment"],
-            delivery = ports["delivery"],
-            inventory = ports["inventory"],
-            notification = ports["notification"],
-            orchestrator = ports["orchestrator"],
         );
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -111,7 +104,8 @@ services:
             id,
             server_url: server_url.clone(),
             db_name: db_name.clone(),
-            ports,
+            ports: HashMap::new(),
+            starts: HashMap::new(),
             database_url,
             db,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
@@ -151,13 +145,30 @@ services:
             .spawn()
             .expect("spawn petstore");
         self.children.insert(service, child);
+        *self.starts.entry(service).or_insert(0) += 1;
+    }
+
+    /// The port the service's latest start logged (`"message":"listening"`), if it has.
+    fn logged_port(&self, service: &str) -> Option<u16> {
+        let log = std::fs::read_to_string(self.log_dir.join(format!("{service}.log"))).ok()?;
+        let starts = self.starts.get(service).copied().unwrap_or(0);
+        let address = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["message"] == "listening")
+            .nth(starts.checked_sub(1)?)?;
+        address["address"].as_str()?.rsplit_once(':')?.1.parse().ok()
     }
 
     /// Polls `/ready` until 200, failing with the service's log after 90 s.
     pub async fn wait_ready(&mut self, service: &'static str) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(r) = self.http.get(self.url(service, "/ready")).send().await
+            if let Some(port) = self.logged_port(service) {
+                self.ports.insert(service, port);
+            }
+            if self.ports.contains_key(service)
+                && let Ok(r) = self.http.get(self.url(service, "/ready")).send().await
                 && r.status() == 200
             {
                 return;
@@ -188,6 +199,7 @@ services:
         if let Some(mut child) = self.children.remove(service) {
             child.kill().await.expect("kill");
         }
+        self.ports.remove(service);
     }
 
     /// Starts a killed service again and waits until it is ready.
