@@ -322,18 +322,7 @@ async fn killing_participants_mid_run_loses_and_duplicates_no_step() {
 async fn the_saga_runs_unchanged_with_inventory_on_nats_and_notifications_on_rabbitmq() {
     // The saga's commands stay on Kafka; the inventory's events and status query move to NATS
     // and the notification channels to RabbitMQ. No service knows or cares.
-    let extra = format!(
-        r#"  nats: {{ url: "{nats}" }}
-  rabbitmq: {{ url: "{rabbitmq}" }}
-  channels:
-    inventory-events: {{ pattern: pub_sub, partitions: 3, backend: nats }}
-    inventory-queries: {{ pattern: request_response, partitions: 1, backend: nats }}
-    notification-commands: {{ pattern: point_to_point, partitions: 3, backend: rabbitmq }}
-    notification-events: {{ pattern: pub_sub, partitions: 3, backend: rabbitmq }}"#,
-        nats = support::env_or("NATS_URL", "nats://127.0.0.1:4222"),
-        rabbitmq = support::env_or("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-    );
-    let cluster = Cluster::start_with(&extra).await;
+    let cluster = Cluster::start_with(&support::mixed_backends()).await;
     let (status, placed) = cluster.place_order("grace", "bearded-dragon-005", "credit_card").await;
     assert_eq!(status, 202, "the pet lookup went over NATS: {placed}");
     let saga = cluster.wait_for_saga_end(&order_id(&placed).to_string(), "grace", SAGA_LIMIT).await;

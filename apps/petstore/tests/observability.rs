@@ -15,38 +15,10 @@ use support::{
 const SAGA_LIMIT: Duration = Duration::from_secs(60);
 const EXPORT_LIMIT: Duration = Duration::from_secs(30);
 
-/// Inventory events and queries on NATS, notifications on RabbitMQ, the saga on Kafka.
-fn mixed_backends() -> String {
-    format!(
-        r#"  nats: {{ url: "{nats}" }}
-  rabbitmq: {{ url: "{rabbitmq}" }}
-  channels:
-    inventory-events: {{ pattern: pub_sub, partitions: 3, backend: nats }}
-    inventory-queries: {{ pattern: request_response, partitions: 1, backend: nats }}
-    notification-commands: {{ pattern: point_to_point, partitions: 3, backend: rabbitmq }}
-    notification-events: {{ pattern: pub_sub, partitions: 3, backend: rabbitmq }}"#,
-        nats = support::env_or("NATS_URL", "nats://127.0.0.1:4222"),
-        rabbitmq = support::env_or("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-    )
-}
-
 /// Places an order with a chosen correlation id; returns the order id and the trace id the
 /// response names.
 async fn place(cluster: &Cluster, customer: &str, pet_id: &str, method: &str, correlation: &str) -> (String, String) {
-    let body = serde_json::json!({
-        "pet_id": pet_id,
-        "shipping_address": { "street": "1 Infinite Loop", "city": "Cupertino", "postal_code": "95014", "country": "US" },
-        "payment_method": method,
-    });
-    let response = cluster
-        .http
-        .post(cluster.url("order", "/orders"))
-        .header("x-customer-id", customer)
-        .header("x-correlation-id", correlation)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST /orders");
+    let response = cluster.post_order(customer, pet_id, method, Some(correlation)).await;
     assert_eq!(response.status(), 202);
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert_eq!(header("x-correlation-id").as_deref(), Some(correlation));
@@ -104,7 +76,7 @@ async fn one_order_is_one_trace_and_one_log_thread_across_every_service_and_back
     let receiver = OtlpReceiver::start().await;
     let tracing =
         format!("tracing: {{ otlp_endpoint: \"{}\", sample_ratio: 1.0, export_interval_ms: 100 }}", receiver.endpoint);
-    let cluster = Cluster::start_custom(&mixed_backends(), &tracing).await;
+    let cluster = Cluster::start_custom(&support::mixed_backends(), &tracing).await;
 
     // A completed saga: every step, every service.
     let correlation = format!("trace-test-{}", uuid::Uuid::now_v7().simple());

@@ -20,6 +20,22 @@ use tokio::process::{Child, Command};
 
 pub const SERVICES: [&str; 6] = ["inventory", "order", "payment", "delivery", "notification", "orchestrator"];
 
+/// Messaging configuration (for [`Cluster::start_with`]) that keeps the saga on Kafka and
+/// moves the inventory's events and status query to NATS and notifications to RabbitMQ.
+pub fn mixed_backends() -> String {
+    format!(
+        r#"  nats: {{ url: "{nats}" }}
+  rabbitmq: {{ url: "{rabbitmq}" }}
+  channels:
+    inventory-events: {{ pattern: pub_sub, partitions: 3, backend: nats }}
+    inventory-queries: {{ pattern: request_response, partitions: 1, backend: nats }}
+    notification-commands: {{ pattern: point_to_point, partitions: 3, backend: rabbitmq }}
+    notification-events: {{ pattern: pub_sub, partitions: 3, backend: rabbitmq }}"#,
+        nats = env_or("NATS_URL", "nats://127.0.0.1:4222"),
+        rabbitmq = env_or("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    )
+}
+
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
@@ -209,21 +225,29 @@ services:
     }
 
     pub async fn place_order(&self, customer: &str, pet_id: &str, payment_method: &str) -> (u16, Value) {
+        let r = self.post_order(customer, pet_id, payment_method, None).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /orders`, with `X-Correlation-ID` when given; the raw response.
+    pub async fn post_order(
+        &self,
+        customer: &str,
+        pet_id: &str,
+        payment_method: &str,
+        correlation_id: Option<&str>,
+    ) -> reqwest::Response {
         let body = serde_json::json!({
             "pet_id": pet_id,
             "shipping_address": { "street": "742 Evergreen Terrace", "city": "Springfield", "postal_code": "49007", "country": "US" },
             "payment_method": payment_method,
         });
-        let r = self
-            .http
-            .post(self.url("order", "/orders"))
-            .header("x-customer-id", customer)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST /orders");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let mut request = self.http.post(self.url("order", "/orders")).header("x-customer-id", customer).json(&body);
+        if let Some(id) = correlation_id {
+            request = request.header("x-correlation-id", id);
+        }
+        request.send().await.expect("POST /orders")
     }
 
     pub async fn get_json(&self, service: &str, path: &str, customer: &str) -> (u16, Value) {
