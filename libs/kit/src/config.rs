@@ -155,7 +155,20 @@ pub struct ServicesSettings {
     /// The notification service.
     pub notification: PortSettings,
     /// The orchestrator.
-    pub orchestrator: PortSettings,
+    pub orchestrator: OrchestratorSettings,
+}
+
+/// `services.orchestrator`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSettings {
+    /// Its own HTTP port when run as a separate process.
+    pub port: u16,
+    /// How long a saga waits for a participant's reply before it sends the command again (a
+    /// bounded number of times) and then compensates.
+    pub step_timeout_ms: u64,
+    /// How often the orchestrator looks for sagas past their deadline.
+    pub deadline_check_ms: u64,
 }
 
 /// A service with nothing to configure but its port.
@@ -245,6 +258,12 @@ impl Settings {
         let endpoint = &self.tracing.otlp_endpoint;
         if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return err("tracing.otlp_endpoint", "must be an http:// or https:// URL (OTLP/HTTP), or empty");
+        }
+        if self.services.orchestrator.step_timeout_ms == 0 {
+            return err("services.orchestrator.step_timeout_ms", "must be at least 1");
+        }
+        if self.services.orchestrator.deadline_check_ms == 0 {
+            return err("services.orchestrator.deadline_check_ms", "must be at least 1");
         }
         if self.cache.ttl_secs == 0 {
             return err("cache.ttl_secs", "must be at least 1");

@@ -92,6 +92,20 @@ pub async fn handle_once<T>(
     Ok(Some(value))
 }
 
+/// Runs `work` (which changes state and says what to publish) and puts the outgoing
+/// messages in the outbox, in one transaction: a change not caused by a message (a request,
+/// a timer).
+pub async fn write<T>(
+    pool: &PgPool,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<(T, Vec<Outgoing>), StoreError>,
+) -> Result<T, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (value, outgoing) = work(&mut tx).await?;
+    enqueue_all(&mut tx, &outgoing).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
 /// Puts every outgoing message in the outbox, inside the caller's transaction.
 pub async fn enqueue_all(conn: &mut PgConnection, outgoing: &[Outgoing]) -> Result<(), StoreError> {
     for o in outgoing {

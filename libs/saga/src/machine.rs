@@ -10,6 +10,8 @@ use crate::{ORDER_SAGA, Step, StepKind};
 pub const MAX_RETRIABLE_ATTEMPTS: u32 = 5;
 /// Attempts of one compensation before the saga is marked `failed`.
 pub const MAX_COMPENSATION_ATTEMPTS: u32 = 5;
+/// How many times a forward step's command is sent when no reply comes before its deadline.
+pub const MAX_STEP_ATTEMPTS: u32 = 3;
 
 /// Where a saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +114,10 @@ pub enum SagaEvent {
         saga_id: Uuid,
         /// Its order.
         order: OrderDetails,
+        /// The order's correlation id, for the commands the saga sends on its own (after a
+        /// deadline passes) rather than in answer to a message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correlation_id: Option<String>,
     },
     /// A step's command was sent.
     StepStarted {
@@ -147,6 +153,18 @@ pub enum SagaEvent {
         /// Why.
         reason: String,
     },
+    /// A step's participant did not reply before the step's deadline.
+    StepTimedOut {
+        /// The step.
+        step: Step,
+    },
+    /// A compensation's participant did not reply before its deadline.
+    CompensationTimedOut {
+        /// The step being undone.
+        step: Step,
+    },
+    /// The notification service did not confirm the cancellation notice in time.
+    NoticeTimedOut,
     /// The cancellation notice was requested.
     NoticeRequested,
     /// The cancellation notice went out.
@@ -209,6 +227,9 @@ impl SagaEvent {
             Self::CompensationStarted { .. } => "compensation_started",
             Self::StepCompensated { .. } => "step_compensated",
             Self::CompensationFailed { .. } => "compensation_failed",
+            Self::StepTimedOut { .. } => "step_timed_out",
+            Self::CompensationTimedOut { .. } => "compensation_timed_out",
+            Self::NoticeTimedOut => "notice_timed_out",
             Self::NoticeRequested => "notice_requested",
             Self::NoticeSent => "notice_sent",
             Self::NoticeFailed { .. } => "notice_failed",
@@ -243,6 +264,8 @@ pub struct Saga {
     pub saga_id: Uuid,
     /// Its order.
     pub order: OrderDetails,
+    /// The order's correlation id.
+    pub correlation_id: Option<String>,
     /// Where it is.
     pub status: SagaStatus,
     /// Why it compensated or failed.
@@ -259,19 +282,34 @@ pub struct Saga {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// What a running saga waits for (see [`Saga::awaiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaiting {
+    /// The reply to a step's command.
+    Step(Step),
+    /// The reply to a step's compensation.
+    Compensation(Step),
+    /// The confirmation that the cancellation notice went out.
+    Notice,
+}
+
+/// The error recorded on a step whose reply did not come in time.
+const TIMED_OUT: &str = "no reply before the deadline";
+
 impl Saga {
     /// The events that start a saga for `order`: `Started`, then the first step.
-    pub fn start(saga_id: Uuid, order: OrderDetails) -> Vec<SagaEvent> {
-        vec![SagaEvent::Started { saga_id, order }, SagaEvent::StepStarted { step: ORDER_SAGA[0].step }]
+    pub fn start(saga_id: Uuid, order: OrderDetails, correlation_id: Option<String>) -> Vec<SagaEvent> {
+        vec![SagaEvent::Started { saga_id, order, correlation_id }, SagaEvent::StepStarted { step: ORDER_SAGA[0].step }]
     }
 
     /// Rebuilds a saga from its history; `None` if it does not begin with `Started`.
     pub fn replay<'a>(events: impl IntoIterator<Item = (&'a SagaEvent, DateTime<Utc>)>) -> Option<Self> {
         let mut iter = events.into_iter();
-        let (SagaEvent::Started { saga_id, order }, at) = iter.next()? else { return None };
+        let (SagaEvent::Started { saga_id, order, correlation_id }, at) = iter.next()? else { return None };
         let mut saga = Self {
             saga_id: *saga_id,
             order: order.clone(),
+            correlation_id: correlation_id.clone(),
             status: SagaStatus::Running,
             reason: None,
             steps: ORDER_SAGA
@@ -350,6 +388,14 @@ impl Saga {
                 let s = self.step_mut(*step);
                 s.status = StepStatus::CompensationFailed;
                 s.error = Some(reason.clone());
+            }
+            SagaEvent::StepTimedOut { step } | SagaEvent::CompensationTimedOut { step } => {
+                self.step_mut(*step).error = Some(TIMED_OUT.to_owned());
+            }
+            SagaEvent::NoticeTimedOut => {
+                if let Some(n) = self.notice.as_mut() {
+                    n.error = Some(TIMED_OUT.to_owned());
+                }
             }
             SagaEvent::NoticeRequested => {
                 let notice = self.notice.get_or_insert(NoticeState { attempts: 0, sent_at: None, error: None });
@@ -431,6 +477,65 @@ impl Saga {
                 events
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// What the saga is waiting for: a running step's reply, a compensation's, or the
+    /// cancellation notice's; `None` when it waits for nothing (it has ended).
+    pub fn awaiting(&self) -> Option<Awaiting> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        if let Some(s) = self.steps.iter().find(|s| s.status == StepStatus::Running) {
+            return Some(Awaiting::Step(s.step));
+        }
+        if let Some(s) = self.steps.iter().find(|s| s.status == StepStatus::Compensating) {
+            return Some(Awaiting::Compensation(s.step));
+        }
+        self.notice_pending().then_some(Awaiting::Notice)
+    }
+
+    /// The events that follow when the reply the saga waits for has not come by its deadline
+    /// (the deadline is the caller's: the saga's last change plus the step timeout). The
+    /// command is sent again up to its attempt limit. Then a forward step counts as failed —
+    /// and, since its participant may have acted without the reply arriving, its own
+    /// compensation runs first (compensations are safe to run for something never done);
+    /// a retriable step past the pivot gives up and the saga completes; a compensation fails
+    /// the saga; the notice is given up and the saga ends compensated.
+    pub fn on_deadline(&self) -> Vec<SagaEvent> {
+        match self.awaiting() {
+            Some(Awaiting::Step(step)) => {
+                let timed_out = SagaEvent::StepTimedOut { step };
+                let definition = step.definition();
+                if self.step(step).attempts < MAX_STEP_ATTEMPTS {
+                    return vec![timed_out, SagaEvent::StepStarted { step }];
+                }
+                if definition.kind == StepKind::Retriable {
+                    return vec![timed_out, SagaEvent::Completed];
+                }
+                let reason = format!("no reply to {} after {} attempts", step.as_str(), self.step(step).attempts);
+                let undo = match definition.compensation {
+                    Some(_) => SagaEvent::CompensationStarted { step },
+                    None => self.next_compensation(step.index()),
+                };
+                vec![timed_out, SagaEvent::StepFailed { step, reason }, undo]
+            }
+            Some(Awaiting::Compensation(step)) => {
+                let timed_out = SagaEvent::CompensationTimedOut { step };
+                if self.step(step).compensation_attempts < MAX_COMPENSATION_ATTEMPTS {
+                    return vec![timed_out, SagaEvent::CompensationStarted { step }];
+                }
+                let what = step.definition().compensation.unwrap_or("compensate");
+                let reason = format!("could not {what}: no reply after {MAX_COMPENSATION_ATTEMPTS} attempts");
+                vec![timed_out, SagaEvent::Failed { reason }]
+            }
+            Some(Awaiting::Notice) => {
+                let attempts = self.notice.as_ref().map_or(0, |n| n.attempts);
+                let next =
+                    if attempts < MAX_RETRIABLE_ATTEMPTS { SagaEvent::NoticeRequested } else { self.compensated() };
+                vec![SagaEvent::NoticeTimedOut, next]
+            }
+            None => Vec::new(),
         }
     }
 

@@ -5,9 +5,10 @@
 
 mod api;
 mod commands;
+mod deadlines;
 mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use contracts::{channels, order::OrderCreated};
@@ -43,6 +44,13 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
             .await
             .map_err(StartError::at(SERVICE, "subscribing"))?;
     }
+    let deadlines = &ctx.settings.services.orchestrator;
+    ctx.tasks.spawn(deadlines::watch(
+        store.clone(),
+        Duration::from_millis(deadlines.step_timeout_ms),
+        Duration::from_millis(deadlines.deadline_check_ms),
+        ctx.shutdown.clone(),
+    ));
     Ok(Service {
         name: SERVICE,
         router: router(store),
@@ -68,7 +76,7 @@ async fn handle(store: &SagaStore, message: Envelope) -> Result<(), HandlerError
         let details = order.order.clone();
         store
             .advance(&message, order.saga_id, |current| match current {
-                None => Saga::start(order.saga_id, details),
+                None => Saga::start(order.saga_id, details, message.correlation_id.clone()),
                 Some(_) => Vec::new(),
             })
             .await

@@ -34,6 +34,9 @@ impl DomainEvent for StoredEvent {
 pub struct SagaState {
     log: MemoryEventLog<StoredEvent>,
     by_order: HashMap<Uuid, Uuid>,
+    /// Sagas waiting for a reply, with their last change (what `sagas.updated_at` is for
+    /// PostgreSQL): where the deadline check looks.
+    waiting: HashMap<Uuid, DateTime<Utc>>,
 }
 
 /// The saga store.
@@ -76,7 +79,54 @@ impl SagaStore {
         saga_id: Uuid,
         decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
     ) -> Result<Option<Advanced>, StoreError> {
-        let ctx = MessageContext::caused_by(message);
+        self.transition(Some(message), saga_id, decide).await
+    }
+
+    /// Moves saga `saga_id` on when the reply it waits for is overdue: if its last change is
+    /// before `overdue_before`, the events of [`Saga::on_deadline`] are appended like a
+    /// message's (a concurrent reply or another orchestrator instance makes this a
+    /// [`StoreError::Conflict`], and the saga is looked at again on the next check).
+    pub async fn advance_overdue(
+        &self,
+        saga_id: Uuid,
+        overdue_before: DateTime<Utc>,
+    ) -> Result<Option<Advanced>, StoreError> {
+        self.transition(None, saga_id, |current| match current {
+            Some(saga) if saga.updated_at < overdue_before => saga.on_deadline(),
+            _ => Vec::new(),
+        })
+        .await
+    }
+
+    /// Sagas still waiting for a reply whose last change is before `before`, oldest first.
+    pub async fn overdue(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+        match &self.storage {
+            Storage::Memory(memory) => Ok(memory.read(|s| {
+                let mut due: Vec<(DateTime<Utc>, Uuid)> =
+                    s.waiting.iter().filter(|(_, at)| **at < before).map(|(id, at)| (*at, *id)).collect();
+                due.sort_unstable();
+                due.into_iter().take(usize::try_from(limit).unwrap_or(0)).map(|(_, id)| id).collect()
+            })),
+            Storage::Postgres { pool, .. } => Ok(sqlx::query_scalar(
+                "SELECT saga_id FROM sagas WHERE status IN ('running', 'compensating') AND updated_at < $1 \
+                 ORDER BY updated_at LIMIT $2",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?),
+        }
+    }
+
+    /// One transition of a saga, caused by `message` (recorded in the inbox in the same
+    /// transaction) or, when `None`, by a deadline.
+    async fn transition(
+        &self,
+        message: Option<&Envelope>,
+        saga_id: Uuid,
+        decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
+    ) -> Result<Option<Advanced>, StoreError> {
+        let cause = message.map(MessageContext::caused_by);
         let source = self.source.clone();
         let evolve = move |history: &[Recorded<StoredEvent>]| -> Result<Option<(Advanced, Vec<Outgoing>)>, StoreError> {
             let current = replay(history);
@@ -96,6 +146,11 @@ impl SagaStore {
             for e in new {
                 saga.apply(e, at);
             }
+            // Commands sent on a deadline continue the order's flow under its correlation id.
+            let ctx = cause.unwrap_or_else(|| MessageContext {
+                correlation_id: saga.correlation_id.clone(),
+                ..MessageContext::default()
+            });
             let mut outgoing = Vec::new();
             for command in events.iter().filter_map(SagaEvent::command) {
                 // The command's envelope takes this span's trace context.
@@ -107,8 +162,8 @@ impl SagaStore {
         let expected = |history: &[Recorded<StoredEvent>]| i64::try_from(history.len()).unwrap_or(i64::MAX);
         let stored = |events: &[SagaEvent]| events.iter().cloned().map(StoredEvent).collect::<Vec<_>>();
         match &self.storage {
-            Storage::Memory(memory) => memory
-                .handle_once(SERVICE, message, |state| {
+            Storage::Memory(memory) => {
+                let work = |state: &mut SagaState| {
                     let history = state.log.load(saga_id);
                     let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
                     state.log.append(
@@ -118,20 +173,32 @@ impl SagaStore {
                         advanced.saga.updated_at,
                     )?;
                     state.by_order.insert(advanced.saga.order.order_id, saga_id);
+                    match advanced.saga.awaiting() {
+                        Some(_) => state.waiting.insert(saga_id, advanced.saga.updated_at),
+                        None => state.waiting.remove(&saga_id),
+                    };
                     Ok::<_, StoreError>((Some(advanced), outgoing))
-                })
-                .map(Option::flatten),
-            Storage::Postgres { pool, .. } => pg::handle_once(pool, SERVICE, message, async |conn| {
-                let history = EVENTS.load::<StoredEvent>(conn, saga_id).await?;
-                let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
-                EVENTS
-                    .append(conn, saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at)
-                    .await?;
-                project(conn, &advanced.saga, expected(&history) + expected_len(&advanced.events)).await?;
-                Ok((Some(advanced), outgoing))
-            })
-            .await
-            .map(Option::flatten),
+                };
+                match message {
+                    Some(message) => memory.handle_once(SERVICE, message, work).map(Option::flatten),
+                    None => memory.write(work),
+                }
+            }
+            Storage::Postgres { pool, .. } => {
+                let work = async |conn: &mut PgConnection| {
+                    let history = EVENTS.load::<StoredEvent>(conn, saga_id).await?;
+                    let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
+                    EVENTS
+                        .append(conn, saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at)
+                        .await?;
+                    project(conn, &advanced.saga, expected(&history) + expected_len(&advanced.events)).await?;
+                    Ok((Some(advanced), outgoing))
+                };
+                match message {
+                    Some(message) => pg::handle_once(pool, SERVICE, message, work).await.map(Option::flatten),
+                    None => pg::write(pool, work).await,
+                }
+            }
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Cluster {
     children: HashMap<&'static str, Child>,
     /// How many times each service has started (its log says `listening` once per start).
     starts: HashMap<&'static str, usize>,
+    /// Extra environment of every service process.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -73,6 +75,15 @@ impl Cluster {
     /// Like [`Cluster::start_with`], with `top_extra` YAML (top-level sections such as
     /// `tracing`) added to the configuration.
     pub async fn start_custom(messaging_extra: &str, top_extra: &str) -> Cluster {
+        Self::start_full(messaging_extra, top_extra, &[]).await
+    }
+
+    /// Every service started with `env` (e.g. `PETSTORE__SERVICES__ORCHESTRATOR__…`) as well.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Cluster {
+        Self::start_full("", "", env).await
+    }
+
+    async fn start_full(messaging_extra: &str, top_extra: &str, env: &[(&str, &str)]) -> Cluster {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
         let db_name = format!("e2e_{id}");
@@ -122,6 +133,7 @@ services:
             db_name: db_name.clone(),
             ports: HashMap::new(),
             starts: HashMap::new(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             database_url,
             db,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
@@ -154,6 +166,7 @@ services:
             .args(["serve", service])
             .env("PETSTORE_CONFIG", &self.config_path)
             .env_remove("PETSTORE_ENV")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

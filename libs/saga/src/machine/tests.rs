@@ -21,13 +21,28 @@ fn order() -> OrderDetails {
     }
 }
 
+/// What happens to a running saga: a participant's reply, or the deadline passing with none.
+#[derive(Clone)]
+enum Input {
+    Reply(Reply),
+    Deadline,
+}
+
 /// Runs the saga through `replies` and returns it with every command it sent, in order.
 fn run(replies: &[Reply]) -> (Saga, Vec<Command>) {
-    let mut log = Saga::start(Uuid::now_v7(), order());
+    drive(&replies.iter().cloned().map(Input::Reply).collect::<Vec<_>>())
+}
+
+/// Runs the saga through `inputs` and returns it with every command it sent, in order.
+fn drive(inputs: &[Input]) -> (Saga, Vec<Command>) {
+    let mut log = Saga::start(Uuid::now_v7(), order(), Some("corr-1".into()));
     let mut commands: Vec<Command> = log.iter().filter_map(SagaEvent::command).collect();
     let mut saga = Saga::replay(log.iter().map(|e| (e, Utc::now()))).expect("starts");
-    for reply in replies {
-        let events = saga.on_reply(reply);
+    for input in inputs {
+        let events = match input {
+            Input::Reply(reply) => saga.on_reply(reply),
+            Input::Deadline => saga.on_deadline(),
+        };
         for e in &events {
             saga.apply(e, Utc::now());
             commands.extend(e.command());
@@ -38,6 +53,7 @@ fn run(replies: &[Reply]) -> (Saga, Vec<Command>) {
     let replayed = Saga::replay(log.iter().map(|e| (e, saga.updated_at))).expect("replays");
     assert_eq!(replayed.status, saga.status);
     assert_eq!(replayed.reason, saga.reason);
+    assert_eq!(replayed.correlation_id.as_deref(), Some("corr-1"));
     (saga, commands)
 }
 
@@ -176,4 +192,94 @@ fn late_or_duplicate_replies_change_nothing() {
     assert!(saga.on_reply(&Reply::NoticeSent).is_empty(), "no notice requested");
     let (done, _) = run(&[Reply::Failed(ReservePet, "sold".into()), Reply::NoticeSent]);
     assert!(done.on_reply(&Reply::NoticeSent).is_empty(), "terminal");
+}
+
+#[test]
+fn a_payment_that_never_answers_is_sent_again_then_refunded_and_the_pet_released() {
+    use Input::*;
+    let (saga, commands) = drive(&[
+        Reply(super::Reply::Succeeded(ReservePet)),
+        Deadline,
+        Deadline,
+        Deadline,
+        Reply(super::Reply::Compensated(ProcessPayment)),
+        Reply(super::Reply::Compensated(ReservePet)),
+        Reply(super::Reply::NoticeSent),
+    ]);
+    assert_eq!(saga.status, SagaStatus::Compensated, "{saga:?}");
+    assert!(saga.reason.as_deref().is_some_and(|r| r.contains("no reply to process_payment after 3 attempts")));
+    assert_eq!(saga.step(ProcessPayment).attempts, MAX_STEP_ATTEMPTS);
+    assert_eq!(
+        commands,
+        [
+            Command::Execute(ReservePet),
+            Command::Execute(ProcessPayment),
+            Command::Execute(ProcessPayment),
+            Command::Execute(ProcessPayment),
+            // The charge may have happened without its reply arriving: refund it first.
+            Command::Compensate(ProcessPayment),
+            Command::Compensate(ReservePet),
+            Command::SendCancellationNotice,
+            Command::RejectOrder,
+        ]
+    );
+}
+
+#[test]
+fn a_reply_that_comes_after_a_resend_moves_the_saga_on() {
+    let (saga, commands) = drive(&[
+        Input::Reply(Reply::Succeeded(ReservePet)),
+        Input::Deadline,
+        Input::Reply(Reply::Succeeded(ProcessPayment)),
+        // The reply to the first command arrives too: nothing more happens.
+        Input::Reply(Reply::Succeeded(ProcessPayment)),
+    ]);
+    assert_eq!(saga.status, SagaStatus::Running);
+    assert_eq!(saga.step(ScheduleDelivery).status, StepStatus::Running);
+    assert_eq!(commands.iter().filter(|c| **c == Command::Execute(ScheduleDelivery)).count(), 1);
+}
+
+#[test]
+fn a_compensation_that_never_answers_fails_the_saga_after_its_attempts() {
+    let mut inputs = vec![
+        Input::Reply(Reply::Succeeded(ReservePet)),
+        Input::Reply(Reply::Failed(ProcessPayment, "declined".into())),
+    ];
+    inputs.extend(std::iter::repeat_n(Input::Deadline, MAX_COMPENSATION_ATTEMPTS as usize));
+    let (saga, commands) = drive(&inputs);
+    assert_eq!(saga.status, SagaStatus::Failed, "{saga:?}");
+    assert!(saga.reason.as_deref().is_some_and(|r| r.contains("could not release the reservation")), "{saga:?}");
+    let releases = commands.iter().filter(|c| **c == Command::Compensate(ReservePet)).count();
+    assert_eq!(releases, MAX_COMPENSATION_ATTEMPTS as usize);
+    assert_eq!(commands.last(), Some(&Command::RejectOrder));
+}
+
+#[test]
+fn past_the_pivot_a_silent_confirmation_is_given_up_and_the_saga_completes() {
+    let mut inputs: Vec<Input> = [ReservePet, ProcessPayment, ScheduleDelivery, MarkPetSold]
+        .into_iter()
+        .map(|s| Input::Reply(Reply::Succeeded(s)))
+        .collect();
+    inputs.extend(std::iter::repeat_n(Input::Deadline, MAX_STEP_ATTEMPTS as usize));
+    let (saga, commands) = drive(&inputs);
+    assert_eq!(saga.status, SagaStatus::Completed);
+    assert!(!commands.iter().any(|c| matches!(c, Command::Compensate(_))), "never undo a sold pet: {commands:?}");
+}
+
+#[test]
+fn a_silent_notice_is_sent_again_and_then_the_saga_ends_compensated() {
+    let mut inputs = vec![Input::Reply(Reply::Failed(ReservePet, "already reserved".into()))];
+    inputs.extend(std::iter::repeat_n(Input::Deadline, MAX_RETRIABLE_ATTEMPTS as usize));
+    let (saga, commands) = drive(&inputs);
+    assert_eq!(saga.status, SagaStatus::Compensated);
+    let notices = commands.iter().filter(|c| **c == Command::SendCancellationNotice).count();
+    assert_eq!(notices, MAX_RETRIABLE_ATTEMPTS as usize);
+}
+
+#[test]
+fn an_ended_saga_has_no_deadline() {
+    let (saga, _) = run(&[Reply::Failed(ReservePet, "taken".into()), Reply::NoticeSent]);
+    assert_eq!(saga.status, SagaStatus::Compensated);
+    assert_eq!(saga.awaiting(), None);
+    assert!(saga.on_deadline().is_empty());
 }
