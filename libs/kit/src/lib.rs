@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod http;
+pub mod resilience;
 pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]

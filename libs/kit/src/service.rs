@@ -18,6 +18,11 @@ pub trait Readiness: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// `Ok` when it answers; otherwise why not.
     async fn check(&self) -> Result<(), String>;
+    /// Whether the service is unready without it. A soft dependency (a cache, a circuit
+    /// breaker) reports `degraded` instead and keeps the service in rotation.
+    fn required(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]

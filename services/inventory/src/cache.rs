@@ -24,7 +24,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use kit::{Readiness, config::CacheBackend, config::CacheSettings};
+use kit::{
+    Readiness,
+    config::{CacheBackend, CacheSettings},
+    resilience::{BreakerError, BreakerSettings, CircuitBreaker},
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
@@ -119,8 +123,10 @@ impl MemoryCache {
 pub enum CatalogCache {
     /// In process memory: correct for one process (the all-in-one mode).
     Memory(Arc<MemoryCache>, Keyspace),
-    /// Redis, shared by every inventory instance; reconnects by itself.
-    Redis(ConnectionManager, Keyspace),
+    /// Redis, shared by every inventory instance; reconnects by itself. Reads go through a
+    /// circuit breaker (`catalog_cache`): while Redis keeps failing they skip it at once instead of
+    /// waiting for a timeout each.
+    Redis(ConnectionManager, Keyspace, CircuitBreaker),
 }
 
 impl CatalogCache {
@@ -147,7 +153,8 @@ impl CatalogCache {
                     .set_response_timeout(Some(OP_TIMEOUT));
                 let manager =
                     ConnectionManager::new_lazy_with_config(client, config).map_err(|e| CacheError(e.to_string()))?;
-                let cache = Self::Redis(manager, keys);
+                let cache =
+                    Self::Redis(manager, keys, CircuitBreaker::new("catalog_cache", BreakerSettings::default()));
                 match cache.ping().await {
                     Ok(()) => info!("catalog cache: connected to redis"),
                     Err(e) => {
@@ -167,10 +174,10 @@ impl CatalogCache {
                 let key = keys.listing(m.generation, query);
                 Ok(memory_get(&mut m, key))
             }
-            Self::Redis(conn, keys) => {
+            Self::Redis(conn, keys, breaker) => {
                 let mut conn = conn.clone();
                 let generation = keys.generation();
-                bounded("listing", async {
+                guarded(breaker, "listing", async {
                     let generation: Option<u64> = redis::cmd("GET").arg(&generation).query_async(&mut conn).await?;
                     let generation = generation.unwrap_or(0);
                     let key = keys.listing(generation, query);
@@ -190,10 +197,10 @@ impl CatalogCache {
                 let mut m = memory.lock();
                 Ok(memory_get(&mut m, keys.pet(pet_id)))
             }
-            Self::Redis(conn, keys) => {
+            Self::Redis(conn, keys, breaker) => {
                 let mut conn = conn.clone();
                 let key = keys.pet(pet_id);
-                bounded("pet", async {
+                guarded(breaker, "pet", async {
                     let (generation, value): (Option<u64>, Option<String>) =
                         redis::cmd("MGET").arg(keys.generation()).arg(&key).query_async(&mut conn).await?;
                     Ok(found(value, key, generation.unwrap_or(0)))
@@ -221,9 +228,9 @@ impl CatalogCache {
                 }
                 m.entries.insert(slot.key, (json.to_owned(), Instant::now() + keys.ttl));
             }
-            Self::Redis(conn, keys) => {
+            Self::Redis(conn, keys, breaker) => {
                 let mut conn = conn.clone();
-                let _: Result<i64, _> = bounded("fill", async {
+                let _: Result<i64, _> = guarded(breaker, "fill", async {
                     redis::cmd("EVAL")
                         .arg(PUT_IF_GENERATION)
                         .arg(2)
@@ -253,7 +260,8 @@ impl CatalogCache {
                 m.entries.retain(|k, _| *k != pet && !k.starts_with(&listings));
                 m.generation += 1;
             }
-            Self::Redis(conn, keys) => {
+            // Never skipped by the breaker: a lost invalidation leaves stale entries behind.
+            Self::Redis(conn, keys, _) => {
                 let mut conn = conn.clone();
                 let _: Result<(), _> = bounded("invalidate", async {
                     redis::pipe()
@@ -274,7 +282,7 @@ impl CatalogCache {
     pub async fn ping(&self) -> Result<(), String> {
         match self {
             Self::Memory(..) => Ok(()),
-            Self::Redis(conn, _) => {
+            Self::Redis(conn, _, _) => {
                 let mut conn = conn.clone();
                 let ping = async {
                     let _: String = redis::cmd("PING").query_async(&mut conn).await?;
@@ -291,6 +299,14 @@ impl CatalogCache {
     /// The `/ready` check of the cache; see [`CacheReadiness`].
     pub fn readiness(&self) -> Arc<dyn Readiness> {
         Arc::new(CacheReadiness { cache: self.clone(), up: AtomicBool::new(true) })
+    }
+
+    /// The breaker in front of Redis reads, for `/ready` (none for the memory cache).
+    pub fn breaker(&self) -> Option<CircuitBreaker> {
+        match self {
+            Self::Redis(_, _, breaker) => Some(breaker.clone()),
+            Self::Memory(..) => None,
+        }
     }
 }
 
@@ -316,14 +332,33 @@ fn found(value: Option<String>, key: String, generation: u64) -> Lookup {
 /// Runs a Redis operation with [`OP_TIMEOUT`]; a failure is logged and counted, then
 /// reported as `Err(())` for the caller to carry on without the cache.
 async fn bounded<T>(operation: &'static str, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, ()> {
-    let error = match tokio::time::timeout(OP_TIMEOUT, op).await {
-        Ok(Ok(value)) => return Ok(value),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {OP_TIMEOUT:?}"),
-    };
+    attempt(op).await.map_err(|error| failed(operation, &error))
+}
+
+/// [`bounded`] through the breaker: while it is open the operation is not tried at all.
+async fn guarded<T>(
+    breaker: &CircuitBreaker,
+    operation: &'static str,
+    op: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ()> {
+    match breaker.call(attempt(op)).await {
+        Ok(value) => Ok(value),
+        Err(BreakerError::Open { .. }) => Err(()),
+        Err(BreakerError::Failed(error)) => Err(failed(operation, &error)),
+    }
+}
+
+async fn attempt<T>(op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {OP_TIMEOUT:?}")),
+    }
+}
+
+fn failed(operation: &'static str, error: &str) {
     warn!(operation, error, "catalog cache: redis failed; using storage");
     metrics::counter!("petstore_cache_errors_total", "operation" => operation).increment(1);
-    Err(())
 }
 
 fn counted(lookup: Result<Lookup, ()>) -> Lookup {

@@ -67,7 +67,10 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     .await
     .map_err(StartError::at(SERVICE, "serving pet-status queries"))?;
 
-    let readiness = vec![storage.readiness(), Arc::new(ctx.backends.clone()), cache.readiness()];
+    let mut readiness = vec![storage.readiness(), Arc::new(ctx.backends.clone()), cache.readiness()];
+    if let Some(breaker) = cache.breaker() {
+        readiness.push(Arc::new(breaker));
+    }
     Ok(Service { name: SERVICE, router: router(AppState { store, cache }), readiness })
 }
 

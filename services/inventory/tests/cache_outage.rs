@@ -65,6 +65,18 @@ async fn with_redis_down_the_service_stays_ready_and_says_the_cache_is_degraded(
     let checks = &ready.body["checks"];
     assert!(checks.get("cache_degraded").is_some(), "{checks}");
     assert!(checks.get("cache").is_none(), "{checks}");
+    assert_eq!(checks["catalog_cache"]["status"], "up", "the breaker is closed until reads fail: {checks}");
+
+    // Reads keep failing: the breaker opens, reads skip Redis, and `/ready` says so while the
+    // service stays ready.
+    for _ in 0..6 {
+        assert_eq!(h.get("/pets/goldfish-004").await.status, StatusCode::OK);
+    }
+    let ready = h.ready().await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    let breaker = &ready.body["checks"]["catalog_cache"];
+    assert_eq!(breaker["status"], "degraded", "{}", ready.body);
+    assert_eq!(breaker["error"], "circuit breaker open", "{}", ready.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,10 +109,12 @@ async fn ready(State(ops): State<Ops>) -> Response {
     let mut all_ok = true;
     for check in ops.checks.iter() {
         let result = check.check().await;
-        all_ok &= result.is_ok();
+        let required = check.required();
+        all_ok &= result.is_ok() || !required;
+        let failed = if required { "down" } else { "degraded" };
         checks.insert(
             check.name().to_owned(),
-            result.map_or_else(|e| json!({"status": "down", "error": e}), |()| json!({"status": "up"})),
+            result.map_or_else(|e| json!({"status": failed, "error": e}), |()| json!({"status": "up"})),
         );
     }
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
