@@ -344,7 +344,10 @@ async fn guarded<T>(
     match breaker.call(attempt(op)).await {
         Ok(value) => Ok(value),
         Err(BreakerError::Open { .. }) => Err(()),
-        Err(BreakerError::Failed(error)) => Err(failed(operation, &error)),
+        Err(BreakerError::Failed(error)) => {
+            failed(operation, &error);
+            Err(())
+        }
     }
 }
 
