@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
-    Backend, BackendKind, BatchProcessor, BusError, Consumer, Delivery, Envelope, Handler, HandlerError,
+    Backend, BackendKind, BatchProcessor, BusError, Consumer, DeadLetter, Delivery, Envelope, Handler, HandlerError,
     MessagingConfig, Pattern, Responder, RetryPolicy, StartFrom, StreamOptions, SubscribeOptions,
     middleware::{Deduplicate, Delivered, Middleware, Next, Observe, Retry},
 };
@@ -117,6 +117,20 @@ struct Route {
     /// Publish counters, resolved once: labels are not rebuilt on the hot path.
     published: metrics::Counter,
     publish_failed: metrics::Counter,
+}
+
+impl Route {
+    /// The route of this channel's dead letters: `<channel>.dlq` on the same backend, read
+    /// from the earliest letter by the one group that keeps them.
+    fn dead_letters(&self) -> Route {
+        Route {
+            channel: format!("{}.dlq", self.channel),
+            physical: dead_letter_channel(&self.physical),
+            pattern: Pattern::PointToPoint,
+            start: StartFrom::Earliest,
+            ..self.clone()
+        }
+    }
 }
 
 /// Message ids each subscription remembers for deduplication.
@@ -292,7 +306,8 @@ fn dead_letter_channel(physical: &str) -> String {
 /// dead-lettering, request/reply correlation and metrics around them. While it consumes, it
 /// samples every `messaging.lag_interval` the backlog of its groups
 /// (`petstore_consumer_lag_messages`) and of their channels' dead letters
-/// (`petstore_dlq_depth_messages`).
+/// (`petstore_dlq_depth_messages`). Dead letters are read with
+/// [`Bus::subscribe_dead_letters`] and published again with [`Bus::replay`].
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<Inner>,
@@ -563,7 +578,49 @@ impl Bus {
         // Competing consumers share a point-to-point group: taking one message at a time
         // leaves the rest to whichever consumer is free, instead of one hoarding a batch.
         let batch = if route.pattern == Pattern::PointToPoint { 1 } else { 64 };
-        self.spawn_consumer(route, group, Work::Each(Arc::new(handler)), batch, Duration::ZERO, None).await
+        let work = Work::Each(Arc::new(handler));
+        self.spawn_consumer(route, group, work, batch, Duration::ZERO, None, self.inner.retry).await
+    }
+
+    /// Consumes the dead letters of `channel` (`<channel>.dlq` on the channel's backend) in
+    /// the durable group that keeps them ([`crate::DLQ_GROUP`]), with the usual middleware;
+    /// [`DeadLetter::parse`] reads each one. A letter must not be lost on its way to where it
+    /// is kept, so a retriable failure is retried until it succeeds or the consumer stops
+    /// (then the letter stays unacknowledged and comes back); only a fatal one is
+    /// dead-lettered again, to `<channel>.dlq.dlq`.
+    pub async fn subscribe_dead_letters(&self, channel: &str, handler: impl Handler) -> Result<Subscription, BusError> {
+        let route = self.inner.routes.get(channel).ok_or_else(|| BusError::UnknownChannel(channel.to_owned()))?;
+        let route = route.dead_letters();
+        // Declared and the group created as `dead_letter` does, so that backends without
+        // retention keep letters published before this consumer first reads.
+        route.backend.declare(&route.physical, route.partitions.max(1)).await?;
+        route.backend.ensure_group(&route.physical, &self.inner.physical_group(crate::DLQ_GROUP)).await?;
+        let retry = RetryPolicy { max_attempts: u32::MAX, ..self.inner.retry };
+        let work = Work::Each(Arc::new(handler));
+        self.spawn_consumer(route, crate::DLQ_GROUP, work, 16, Duration::ZERO, None, retry).await
+    }
+
+    /// Checks that dead letters from `channel` can be replayed there: the channel is declared
+    /// and carries publications. A request/response channel does not: its requester has
+    /// stopped waiting long ago.
+    pub fn check_replayable(&self, channel: &str) -> Result<(), BusError> {
+        self.replay_route(channel).map(drop)
+    }
+
+    fn replay_route(&self, channel: &str) -> Result<&Route, BusError> {
+        self.route(channel, &[Pattern::PubSub, Pattern::Streaming, Pattern::PointToPoint], "replay")
+    }
+
+    /// Publishes a dead letter's original message again ([`DeadLetter::to_replay`]: the
+    /// `dlq*` attributes removed, the same id) to the channel it was dead-lettered from
+    /// (`dlqorigin`), which must be a channel of this bus. Every group of that channel gets
+    /// it; one that handled it meanwhile drops it through its inbox. Returns the letter as
+    /// read.
+    pub async fn replay(&self, letter: &Envelope) -> Result<DeadLetter, BusError> {
+        let letter = DeadLetter::parse(letter)?;
+        let route = self.replay_route(&letter.channel)?;
+        Self::publish_on(route, &route.physical, &letter.to_replay(chrono::Utc::now())).await?;
+        Ok(letter)
     }
 
     /// Answers requests on a request/response channel; the reply goes back to the
@@ -572,7 +629,8 @@ impl Bus {
         let route = self.route(channel, &[Pattern::RequestResponse], "serve")?.clone();
         let answer =
             Answer { backend: route.backend.clone(), channel: route.channel.clone(), responder: Arc::new(responder) };
-        self.spawn_consumer(route, group, Work::Each(Arc::new(answer)), 16, Duration::ZERO, None).await
+        self.spawn_consumer(route, group, Work::Each(Arc::new(answer)), 16, Duration::ZERO, None, self.inner.retry)
+            .await
     }
 
     /// Processes a stream in batches: up to `batch_size` messages, gathered for at most
@@ -587,9 +645,11 @@ impl Bus {
     ) -> Result<Subscription, BusError> {
         let route = self.route(channel, &[Pattern::Streaming, Pattern::PubSub], "process_stream")?.clone();
         let work = Work::Batch(Arc::new(processor));
-        self.spawn_consumer(route, group, work, options.batch_size.max(1), options.max_wait, Some(options.start)).await
+        let batch = options.batch_size.max(1);
+        self.spawn_consumer(route, group, work, batch, options.max_wait, Some(options.start), self.inner.retry).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn spawn_consumer(
         &self,
         route: Route,
@@ -598,6 +658,7 @@ impl Bus {
         batch: usize,
         max_wait: Duration,
         start: Option<StartFrom>,
+        retry: RetryPolicy,
     ) -> Result<Subscription, BusError> {
         let options =
             SubscribeOptions { group: Some(self.inner.physical_group(group)), start: start.unwrap_or(route.start) };
@@ -611,7 +672,7 @@ impl Bus {
         let done = self.inner.tasks.spawn(
             async move {
                 let _watching = watching;
-                bus.consume(consumer, route, group, work, batch, max_wait, token).await;
+                bus.consume(consumer, route, group, work, batch, max_wait, retry, token).await;
             }
             .instrument(span),
         );
@@ -648,6 +709,8 @@ impl Bus {
         Watching { inner: Arc::downgrade(&self.inner), key }
     }
 
+    /// Receives up to `batch` messages at a time (gathered for at most `max_wait`) and runs
+    /// them through the middleware, retrying single messages with `retry`.
     #[allow(clippy::too_many_arguments)]
     async fn consume(
         &self,
@@ -657,13 +720,14 @@ impl Bus {
         work: Work,
         batch: usize,
         max_wait: Duration,
+        retry: RetryPolicy,
         cancel: CancellationToken,
     ) {
         let retried = metrics::counter!("petstore_messages_retried_total", "channel" => route.channel.clone());
         let mut chain: Vec<Arc<dyn Middleware>> = vec![
             Arc::new(Observe::new(&route.channel, route.backend.name(), route.pattern, &group)),
             Arc::new(Deduplicate::new(DEDUP_CAPACITY)),
-            Arc::new(Retry(self.inner.retry)),
+            Arc::new(Retry(retry)),
         ];
         chain.extend(self.inner.middleware.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         'receive: loop {
@@ -791,7 +855,7 @@ impl Bus {
     }
 
     /// Publishes `message` to the channel's dead-letter channel (`<channel>.dlq` on the same
-    /// backend) with the error, attempt count and origin; keeps trying until it is stored,
+    /// backend) with the error, attempt count, origin and time; keeps trying until it is stored,
     /// because acknowledging a message that is neither processed nor dead-lettered loses it.
     async fn dead_letter(
         &self,
@@ -807,6 +871,8 @@ impl Bus {
         letter.extensions.insert(crate::DLQ_ERROR.into(), error.to_owned());
         letter.extensions.insert(crate::DLQ_ATTEMPTS.into(), attempts.to_string());
         letter.extensions.insert(crate::DLQ_ORIGIN.into(), format!("{}/{}", route.channel, group));
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        letter.extensions.insert(crate::DLQ_TIME.into(), now);
         error!(message = %message.id, r#type = %message.event_type, attempts, error, "dead-lettering message");
         let mut n = 1;
         loop {

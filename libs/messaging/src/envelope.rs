@@ -99,6 +99,22 @@ impl Envelope {
         })
     }
 
+    /// What transports that deduplicate publishes (NATS `Nats-Msg-Id`, SNS
+    /// `MessageDeduplicationId`) key them by: the id, qualified by the dead-lettering time of a
+    /// dead letter ([`crate::DLQ_TIME`]) and the replay time of a replayed message
+    /// ([`crate::REPLAYED_AT`]). A retried publish of one envelope is dropped as a duplicate;
+    /// a dead letter or a replay of it, which keep its id, are not.
+    pub fn publication_id(&self) -> String {
+        let mut id = self.id.to_string();
+        for name in [crate::REPLAYED_AT, crate::DLQ_TIME] {
+            if let Some(at) = self.extensions.get(name) {
+                id.push('/');
+                id.push_str(at);
+            }
+        }
+        id
+    }
+
     /// Whether this envelope carries a `M`.
     pub fn is<M: Message>(&self) -> bool {
         self.event_type == M::TYPE
@@ -194,21 +210,25 @@ impl Envelope {
         Ok(env)
     }
 
-    /// The envelope in the CloudEvents JSON format (structured mode), for storage.
+    /// The envelope in the CloudEvents JSON format (structured mode), for storage. JSON data
+    /// is embedded as `data`; any other payload — one that claims to be JSON but is not
+    /// included, as a malformed message on its way to a dead-letter store may be — goes
+    /// into `data_base64`, so that storing a message never fails on its payload.
     pub fn to_json(&self) -> Result<serde_json::Value, BusError> {
         let mut map = serde_json::Map::new();
         for (k, v) in self.attributes() {
             map.insert(k.to_owned(), serde_json::Value::String(v));
         }
         map.insert("datacontenttype".to_owned(), self.data_content_type.clone().into());
-        if self.data_content_type == JSON {
-            let data: &RawValue = serde_json::from_slice(&self.data).map_err(|e| BusError::Codec(e.to_string()))?;
-            let data: serde_json::Value =
-                serde_json::from_str(data.get()).map_err(|e| BusError::Codec(e.to_string()))?;
-            map.insert("data".to_owned(), data);
-        } else {
-            map.insert("data_base64".to_owned(), base64::engine::general_purpose::STANDARD.encode(&self.data).into());
-        }
+        let json = (self.data_content_type == JSON)
+            .then(|| serde_json::from_slice::<&RawValue>(&self.data).ok())
+            .flatten()
+            .and_then(|data| serde_json::from_str::<serde_json::Value>(data.get()).ok());
+        match json {
+            Some(data) => map.insert("data".to_owned(), data),
+            None => map
+                .insert("data_base64".to_owned(), base64::engine::general_purpose::STANDARD.encode(&self.data).into()),
+        };
         Ok(serde_json::Value::Object(map))
     }
 
@@ -298,6 +318,16 @@ mod tests {
         let err =
             Envelope::from_attributes([("id", Uuid::now_v7().to_string())], None, Bytes::new()).expect_err("must fail");
         assert!(err.to_string().contains("`source`"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_that_is_not_the_json_it_claims_to_be_is_stored_as_base64() {
+        let mut env = sample();
+        env.data = Bytes::from_static(b"{not json");
+        let json = env.to_json().expect("to json");
+        assert_eq!(json["data_base64"], "e25vdCBqc29u");
+        let back = Envelope::from_json(&json).expect("from json");
+        assert_eq!((back.data, back.data_content_type), (env.data, env.data_content_type));
     }
 
     #[test]

@@ -12,12 +12,15 @@
 //! Backends implement the small [`Backend`] and [`Consumer`] traits (publish raw envelopes,
 //! pull deliveries, acknowledge). Everything above that — retries with backoff and jitter,
 //! dead-lettering, request/reply correlation, batching, metrics — is written once in [`Bus`],
-//! so a backend is one module behind one cargo feature. Delivery is at-least-once everywhere;
-//! handlers make it effectively-once with an inbox.
+//! so a backend is one module behind one cargo feature. Dead letters are read back with
+//! [`Bus::subscribe_dead_letters`] and [`DeadLetter`], and published again with
+//! [`Bus::replay`]. Delivery is at-least-once everywhere; handlers make it effectively-once
+//! with an inbox.
 
 mod backend;
 mod bus;
 mod config;
+mod dead_letter;
 mod envelope;
 mod error;
 mod handler;
@@ -44,6 +47,7 @@ pub mod sns;
 pub use backend::{Backend, Capabilities, Consumer, Delivery, Pattern, StartFrom, SubscribeOptions};
 pub use bus::{Backends, Bus, Subscription};
 pub use config::{BackendKind, BackendSelection, ChannelConfig, MessagingConfig, RetryPolicy};
+pub use dead_letter::DeadLetter;
 pub use envelope::{Envelope, MessageContext};
 pub use error::{BusError, HandlerError};
 pub use handler::{BatchProcessor, Handler, Responder, StreamOptions};
@@ -61,3 +65,10 @@ pub const DLQ_GROUP: &str = "dead-letters";
 pub const REQUEST_DEADLINE: &str = "deadline";
 /// Extension attribute naming the channel and group a dead letter came from.
 pub const DLQ_ORIGIN: &str = "dlqorigin";
+/// Extension attribute with the RFC 3339 time the message was dead-lettered: how long a dead
+/// letter has waited, and which dead-lettering of a replayed message is the latest.
+pub const DLQ_TIME: &str = "dlqtime";
+/// Extension attribute with the RFC 3339 time a dead letter's message was replayed. Consumers
+/// see the original id (their inbox drops what they handled meanwhile); transports that
+/// deduplicate publishes by id see a new publication ([`Envelope::publication_id`]).
+pub const REPLAYED_AT: &str = "replayedat";

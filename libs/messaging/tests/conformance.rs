@@ -8,7 +8,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -16,7 +19,7 @@ use async_trait::async_trait;
 use contracts::inventory::{GetPetStatus, PetStatus};
 use messaging::{
     Backend, BackendKind, Backends, Bus, BusError, Capabilities, ChannelConfig, Consumer, DLQ_ATTEMPTS, DLQ_ERROR,
-    DLQ_ORIGIN, Envelope, HandlerError, MessageContext, MessagingConfig, Pattern, StartFrom, StreamOptions,
+    DLQ_ORIGIN, DeadLetter, Envelope, HandlerError, MessageContext, MessagingConfig, Pattern, StartFrom, StreamOptions,
     SubscribeOptions,
 };
 use tokio_util::sync::CancellationToken;
@@ -165,6 +168,7 @@ macro_rules! scenarios {
     messages_of_one_key_are_handled_in_publication_order,
     a_failing_message_is_retried_until_it_succeeds,
     a_message_that_keeps_failing_is_dead_lettered,
+    a_dead_letter_is_read_back_and_replayed_to_its_channel,
     nothing_is_lost_across_a_consumer_restart,
     a_stream_is_processed_in_ordered_batches,
     a_call_that_does_not_fit_the_channel_pattern_is_a_config_error,
@@ -641,6 +645,54 @@ async fn a_message_that_keeps_failing_is_dead_lettered(f: Fixture) {
     assert_eq!(dlq_attribute(letter, DLQ_ERROR).as_deref(), Some("cannot parse"));
     assert!(!letters.contains_key(&next.id), "the message after the poison was handled, not dead-lettered");
     dlq.close().await;
+    f.finish().await;
+}
+
+async fn a_dead_letter_is_read_back_and_replayed_to_its_channel(f: Fixture) {
+    let bus = f.bus("billing").await;
+    let broken = Arc::new(AtomicBool::new(true));
+    let done = Seen::default();
+    let handler = {
+        let (broken, done) = (broken.clone(), done.clone());
+        move |env: Envelope| {
+            let result = if broken.load(Ordering::SeqCst) {
+                Err(HandlerError::fatal("no such account"))
+            } else {
+                done.push(env);
+                Ok(())
+            };
+            futures::future::ready(result)
+        }
+    };
+    bus.subscribe("commands", "billing", handler).await.expect("subscribe");
+    let letters = Seen::default();
+    bus.subscribe_dead_letters("commands", letters.handler()).await.expect("subscribe to the dead letters");
+    let poison = message("account", 1);
+    bus.publish("commands", &poison).await.expect("publish");
+
+    eventually(f.patience, || missing(&HashSet::from([poison.id]), &letters.ids())).await;
+    let letter = letters.all().into_iter().find(|l| l.id == poison.id).expect("the dead letter");
+    let read = DeadLetter::parse(&letter).expect("a dead letter");
+    assert_eq!((read.error.as_str(), read.attempts), ("no such account", 1));
+    assert_eq!((read.channel.as_str(), read.group.as_str()), ("commands", "billing"));
+    assert!(read.dead_lettered_at.is_some(), "the bus records when it gave up");
+    assert_eq!((read.message.id, &read.message.data), (poison.id, &poison.data));
+
+    // The cause is fixed: the replay reaches the origin's handler, with the original id and
+    // without the dead-letter attributes.
+    broken.store(false, Ordering::SeqCst);
+    bus.replay(&letter).await.expect("replay");
+    eventually(f.patience, || missing(&HashSet::from([poison.id]), &done.ids())).await;
+    let replayed = done.all().into_iter().find(|e| e.id == poison.id).expect("replayed");
+    assert!(replayed.extensions.keys().all(|k| !k.starts_with("dlq")), "{:?}", replayed.extensions);
+    assert_eq!(label(&replayed), label(&poison));
+
+    // A letter can only go back to a channel of the bus that carries publications.
+    let mut stray = letter.clone();
+    stray.extensions.insert(DLQ_ORIGIN.into(), "nowhere/billing".into());
+    assert!(matches!(bus.replay(&stray).await, Err(BusError::UnknownChannel(c)) if c == "nowhere"));
+    stray.extensions.insert(DLQ_ORIGIN.into(), "queries/billing".into());
+    assert!(matches!(bus.replay(&stray).await, Err(BusError::Config(_))));
     f.finish().await;
 }
 

@@ -19,8 +19,8 @@
 //! `datacontenttype` as `content-type`, the data as the payload. Header values cannot hold
 //! line breaks and lose surrounding whitespace, so `%`, control characters and leading or
 //! trailing whitespace are percent-encoded (UTF-8 bytes); everything else is carried as is.
-//! The envelope id is also the `Nats-Msg-Id`, so a publish retried within the duplicate
-//! window is stored once. `publish` returns once the stream's acknowledgement is in.
+//! The envelope id (qualified for dead letters and replays: `Envelope::publication_id`) is
+//! also the `Nats-Msg-Id`, so a publish retried within the duplicate window is stored once. `publish` returns once the stream's acknowledgement is in.
 //!
 //! **Groups.** A group is a durable pull consumer named after the group (explicit acks,
 //! unlimited deliveries — the bus dead-letters); its members pull from it, so each message

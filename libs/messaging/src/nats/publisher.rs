@@ -69,7 +69,7 @@ pub(super) async fn publish(
     let message = jetstream::message::PublishMessage::build()
         .headers(headers(envelope)?)
         .payload(envelope.data.clone())
-        .message_id(envelope.id.to_string())
+        .message_id(envelope.publication_id())
         .expected_stream(&stream);
     let what = || format!("publish to `{channel}`");
     // Both steps are bounded by the client's request timeout (`request_timeout_ms`).

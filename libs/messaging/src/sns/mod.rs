@@ -6,7 +6,7 @@
 //! | consumer group | an SQS FIFO queue subscribed to the channel's topic (raw message delivery, a queue policy letting the topic send); created by [`Backend::ensure_group`] or the group's first `subscribe`, and kept |
 //! | private subscription (`group: None`) | a temporary SQS FIFO queue subscribed the same way (5-minute retention, tagged `petstore:private`), unsubscribed and deleted on close |
 //! | partition key | the FIFO `MessageGroupId` (`names::message_group`): one key is delivered in order, one batch at a time per group; unkeyed messages use their id (no order promised, full parallelism) |
-//! | envelope id | the FIFO `MessageDeduplicationId`: a second publish of one envelope within SNS's 5-minute window is dropped |
+//! | envelope id | the FIFO `MessageDeduplicationId` (`Envelope::publication_id`: qualified for dead letters and replays): a second publish of one envelope within SNS's 5-minute window is dropped |
 //! | receive | `ReceiveMessage`, long polling `wait_time_secs` (≤ 20 s) for the first message, then gathering within `max_wait` (long polls of whole seconds, short polls below one) |
 //! | ack | `DeleteMessage` with the receipt handle (`Receipt::Handle`) |
 //! | close | `ChangeMessageVisibility` to 0 for every unacknowledged message: the group's other consumers get them at once |

@@ -68,7 +68,7 @@ pub(super) fn decode(body: &str) -> Result<Envelope, BusError> {
 }
 
 /// Publishes `envelope` to the FIFO topic `topic_arn`: message group = partition key,
-/// deduplication id = envelope id. SNS answers once it has stored the message.
+/// deduplication id = the envelope's publication id. SNS answers once it has stored the message.
 pub(super) async fn publish(sns: &Client, topic_arn: &str, channel: &str, envelope: &Envelope) -> Result<(), BusError> {
     let body = body(envelope)?;
     if body.len() > MAX_MESSAGE_BYTES {
@@ -85,7 +85,7 @@ pub(super) async fn publish(sns: &Client, topic_arn: &str, channel: &str, envelo
         .topic_arn(topic_arn)
         .message(body)
         .message_group_id(names::message_group(envelope))
-        .message_deduplication_id(envelope.id.to_string())
+        .message_deduplication_id(envelope.publication_id())
         .send()
         .await
         .map(|_| ())
