@@ -1,12 +1,12 @@
-//! The order API: `POST /orders`, `GET /orders/{id}`, `GET /orders/{id}/events`.
+//! The order API: `POST /orders` (retry-safe with an `Idempotency-Key`), `GET /orders/{id}`,
+//! `GET /orders/{id}/events`.
 
 use std::time::Duration;
 
 use axum::{
     Router,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::IntoResponse,
+    response::Response,
     routing::{get, post},
 };
 use contracts::{
@@ -16,13 +16,14 @@ use contracts::{
 };
 use kit::http::{ApiError, CorrelationId, CustomerId, Json};
 use messaging::{Bus, BusError, Envelope, MessageContext};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
     domain::{Order, OrderEvent},
-    store::OrderStore,
+    idempotency::{IdempotencyKey, KeyClaim, Receipt},
+    store::{OrderStore, Placement},
 };
 
 /// What the order routes need.
@@ -45,8 +46,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Body of `POST /orders`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /orders`; serialized (after [`PlaceOrder::normalized`]) it is the canonical
+/// form an `Idempotency-Key`'s fingerprint is taken of.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrder {
     pet_id: String,
@@ -73,16 +75,35 @@ impl PlaceOrder {
         }
         Ok(())
     }
+
+    /// The request as it is placed: `pet_id` trimmed, blank instructions dropped.
+    fn normalized(self) -> Self {
+        Self {
+            pet_id: self.pet_id.trim().to_owned(),
+            special_instructions: self.special_instructions.filter(|s| !s.trim().is_empty()),
+            ..self
+        }
+    }
 }
 
 async fn place_order(
     State(app): State<AppState>,
     CustomerId(customer_id): CustomerId,
     CorrelationId(correlation_id): CorrelationId,
+    IdempotencyKey(key): IdempotencyKey,
     Json(body): Json<PlaceOrder>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     body.validate()?;
-    let pet_id = body.pet_id.trim().to_owned();
+    let body = body.normalized();
+    let claim = key.map(|key| KeyClaim::new(&customer_id, key, &body)).transpose().map_err(ApiError::internal)?;
+    // A retry is answered from what its key remembers, before asking the inventory: it must
+    // not depend on the inventory being up, nor on the pet still being available.
+    if let Some(claim) = &claim
+        && let Some(earlier) = app.store.remembered_key(claim).await.map_err(ApiError::internal)?
+    {
+        return Ok(claim.answer_again(&earlier));
+    }
+    let pet_id = body.pet_id;
     let ctx = MessageContext::correlated(&correlation_id);
     let pet = lookup_pet(&app, &pet_id, &ctx).await?;
     let pet = pet.pet.ok_or_else(|| ApiError::validation(format!("pet_id: no pet `{pet_id}` in the catalog")))?;
@@ -99,23 +120,20 @@ async fn place_order(
             currency: pet.currency,
             shipping_address: body.shipping_address,
             payment_method: body.payment_method,
-            special_instructions: body.special_instructions.filter(|s| !s.trim().is_empty()),
+            special_instructions: body.special_instructions,
         },
     };
-    let order = app.store.place(placed, &ctx).await.map_err(ApiError::internal)?;
+    let order = match (app.store.place(placed, &ctx, claim.as_ref()).await.map_err(ApiError::internal)?, &claim) {
+        (Placement::Placed(order), _) => order,
+        // A concurrent request with the same key placed its order first.
+        (Placement::Remembered(earlier), Some(claim)) => return Ok(claim.answer_again(&earlier)),
+        (Placement::Remembered(_), None) => {
+            return Err(ApiError::internal("a key remembered for a request without one"));
+        }
+    };
     metrics::counter!("petstore_orders_created_total").increment(1);
     tracing::info!(order_id = %order.details.order_id, saga_id = %order.saga_id, correlation_id, "order placed");
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.details.order_id)) {
-        headers.insert(header::LOCATION, location);
-    }
-    let body = json!({
-        "order_id": order.details.order_id,
-        "saga_id": order.saga_id,
-        "status": order.status,
-        "correlation_id": correlation_id,
-    });
-    Ok((StatusCode::ACCEPTED, headers, Json(body)))
+    Ok(Receipt::new(&order, &correlation_id).accepted(false))
 }
 
 /// Asks the inventory (request/response over the bus) what the pet is and costs.

@@ -4,6 +4,7 @@
 
 mod api;
 mod domain;
+mod idempotency;
 mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -19,13 +20,21 @@ use persistence::open_service;
 
 pub use api::{AppState, router};
 pub use domain::{Order, OrderEvent, OrderStatus};
-pub use store::{OrderState, OrderStore};
+pub use idempotency::{
+    IDEMPOTENCY_KEY_HEADER, IdempotencyKey, KEY_RETENTION, KEY_REUSED_TYPE, KeyClaim, REPLAYED_HEADER, Receipt,
+    RememberedKey,
+};
+pub use store::{OrderState, OrderStore, Placement};
 
 /// The service's name: its consumer group and CloudEvents source.
 pub const SERVICE: &str = "order";
 
 /// Its PostgreSQL schema (`order` is a reserved word in SQL).
 pub const SCHEMA: &str = "orders";
+
+/// How often expired idempotency keys are purged. Expired keys are ignored before that; the
+/// purge only keeps the table small.
+const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/order");
 
@@ -42,6 +51,7 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
     bus.subscribe(channels::ORDER_COMMANDS, SERVICE, CommandHandler { store: store.clone() })
         .await
         .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
+    ctx.tasks.spawn(purge_expired_keys(store.clone(), ctx.shutdown.clone().cancelled_owned()));
     let state = AppState {
         store: store.clone(),
         bus,
@@ -53,6 +63,25 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
     };
     Ok((service, store))
+}
+
+/// Purges expired idempotency keys every [`KEY_PURGE_INTERVAL`] (first at start-up) until
+/// `shutdown` completes. Every replica may run it: deleting twice is harmless.
+async fn purge_expired_keys(store: OrderStore, shutdown: impl Future<Output = ()>) {
+    let mut every = tokio::time::interval(KEY_PURGE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = every.tick() => {}
+        }
+        match store.purge_expired_keys().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+            Err(e) => tracing::warn!(error = %e, "purging expired idempotency keys failed; trying again later"),
+        }
+    }
 }
 
 /// Confirms or cancels orders as the orchestrator says.

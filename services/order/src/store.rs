@@ -1,9 +1,10 @@
 //! Where orders live: the event log (`order_events`) and its projection (`orders`), written
-//! in one transaction with the outbox; or the same in memory.
+//! in one transaction with the outbox and the order's `Idempotency-Key` (`idempotency_keys`);
+//! or the same in memory.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use contracts::order::OrderDetails;
 use messaging::{Envelope, MessageContext};
 use persistence::{Outgoing, Recorded, Storage, StoreError, memory::MemoryEventLog, pg, pg::EventTable};
@@ -13,15 +14,20 @@ use uuid::Uuid;
 use crate::{
     SERVICE,
     domain::{Order, OrderEvent, OrderStatus},
+    idempotency::{KEY_RETENTION, KeyClaim, Receipt, RememberedKey},
 };
 
 const EVENTS: EventTable = EventTable::new("order_events");
 
-/// The order log and its projection, for the in-memory store.
+/// The primary key of `idempotency_keys`: violated when another request took the key first.
+const KEYS_PRIMARY_KEY: &str = "idempotency_keys_pkey";
+
+/// The order log, its projection and the remembered idempotency keys, for the in-memory store.
 #[derive(Debug, Default)]
 pub struct OrderState {
     log: MemoryEventLog<OrderEvent>,
     orders: HashMap<Uuid, Order>,
+    keys: HashMap<(String, String), RememberedKey>,
 }
 
 /// The order store.
@@ -29,6 +35,19 @@ pub struct OrderState {
 pub struct OrderStore {
     storage: Storage<OrderState>,
     source: String,
+    key_retention: TimeDelta,
+}
+
+/// What [`OrderStore::place`] did.
+// A return value consumed at once; boxing the order would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    /// It placed the order.
+    Placed(Order),
+    /// It placed nothing: the request's key was used before (by a concurrent request, say),
+    /// for this.
+    Remembered(RememberedKey),
 }
 
 fn now() -> DateTime<Utc> {
@@ -42,27 +61,95 @@ fn codec(e: impl std::fmt::Display) -> StoreError {
 impl OrderStore {
     /// Wraps the configured storage; `source` names this service in the messages it emits.
     pub fn new(storage: Storage<OrderState>, source: &str) -> Self {
-        Self { storage, source: source.to_owned() }
+        Self { storage, source: source.to_owned(), key_retention: KEY_RETENTION }
     }
 
-    /// Records a new order and queues `OrderCreated`, atomically.
-    pub async fn place(&self, placed: OrderEvent, ctx: &MessageContext) -> Result<Order, StoreError> {
+    /// The same store remembering idempotency keys for `retention` instead of
+    /// [`KEY_RETENTION`] (tests shorten it to see keys expire).
+    #[must_use]
+    pub fn with_key_retention(mut self, retention: TimeDelta) -> Self {
+        self.key_retention = retention;
+        self
+    }
+
+    /// Records a new order and queues `OrderCreated`, atomically. With a `key`, also records
+    /// what the key answered — unless the key is already taken: then nothing is written and
+    /// the earlier answer comes back. Two concurrent requests with one key place one order.
+    pub async fn place(
+        &self,
+        placed: OrderEvent,
+        ctx: &MessageContext,
+        key: Option<&KeyClaim>,
+    ) -> Result<Placement, StoreError> {
         let at = now();
         let order = Order::placed(&placed, at).ok_or_else(|| codec("place() takes a Placed event"))?;
         let outgoing = vec![order.announce(&placed, &self.source, ctx).map_err(codec)?];
+        let remembered = key.map(|claim| {
+            let receipt = Receipt::new(&order, ctx.correlation_id.as_deref().unwrap_or_default());
+            (claim, RememberedKey { fingerprint: claim.fingerprint.clone(), receipt, created_at: at })
+        });
+        let fresh_after = at - self.key_retention;
         match &self.storage {
             Storage::Memory(memory) => memory.write(|state| {
+                if let Some((claim, _)) = &remembered
+                    && let Some(earlier) = state.fresh_key(claim, fresh_after)
+                {
+                    return Ok((Placement::Remembered(earlier), Vec::new()));
+                }
                 state.log.append(order.details.order_id, 0, std::slice::from_ref(&placed), at)?;
                 state.orders.insert(order.details.order_id, order.clone());
-                Ok((order, outgoing))
+                if let Some((claim, record)) = remembered {
+                    state.keys.insert(key_id(claim), record);
+                }
+                Ok((Placement::Placed(order), outgoing))
             }),
             Storage::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
+                // The key first: a concurrent request with the same key waits here for this
+                // transaction and then fails on the primary key, before writing anything.
+                if let Some((claim, record)) = &remembered
+                    && !remember_key(&mut tx, claim, record, fresh_after).await?
+                {
+                    tx.rollback().await?;
+                    let earlier = find_key(pool, claim, None)
+                        .await?
+                        .ok_or_else(|| codec(format!("idempotency key `{}` taken and then gone", claim.key)))?;
+                    return Ok(Placement::Remembered(earlier));
+                }
                 EVENTS.append(&mut tx, order.details.order_id, 0, std::slice::from_ref(&placed), at).await?;
                 project(&mut tx, &order).await?;
                 pg::enqueue_all(&mut tx, &outgoing).await?;
                 tx.commit().await?;
-                Ok(order)
+                Ok(Placement::Placed(order))
+            }
+        }
+    }
+
+    /// What `claim`'s key answered, if the customer used it within the retention.
+    pub async fn remembered_key(&self, claim: &KeyClaim) -> Result<Option<RememberedKey>, StoreError> {
+        let fresh_after = now() - self.key_retention;
+        match &self.storage {
+            Storage::Memory(memory) => Ok(memory.read(|state| state.fresh_key(claim, fresh_after))),
+            Storage::Postgres { pool, .. } => find_key(pool, claim, Some(fresh_after)).await,
+        }
+    }
+
+    /// Forgets the keys older than the retention; returns how many.
+    pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        let fresh_after = now() - self.key_retention;
+        match &self.storage {
+            Storage::Memory(memory) => memory.write(|state| {
+                let before = state.keys.len();
+                state.keys.retain(|_, record| record.created_at > fresh_after);
+                Ok::<_, StoreError>((u64::try_from(before - state.keys.len()).unwrap_or(u64::MAX), Vec::new()))
+            }),
+            Storage::Postgres { pool, .. } => {
+                let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
+                    .bind(fresh_after)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                Ok(purged)
             }
         }
     }
@@ -171,6 +258,87 @@ impl OrderStore {
     }
 }
 
+impl OrderState {
+    /// The record of `claim`'s key, if it was made after `fresh_after`.
+    fn fresh_key(&self, claim: &KeyClaim, fresh_after: DateTime<Utc>) -> Option<RememberedKey> {
+        self.keys.get(&key_id(claim)).filter(|record| record.created_at > fresh_after).cloned()
+    }
+}
+
+fn key_id(claim: &KeyClaim) -> (String, String) {
+    (claim.customer_id.clone(), claim.key.clone())
+}
+
+/// Records `claim`'s key inside the placing transaction, replacing an expired record of it;
+/// false when another request holds it.
+async fn remember_key(
+    conn: &mut PgConnection,
+    claim: &KeyClaim,
+    record: &RememberedKey,
+    fresh_after: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2 AND created_at <= $3")
+        .bind(&claim.customer_id)
+        .bind(&claim.key)
+        .bind(fresh_after)
+        .execute(&mut *conn)
+        .await?;
+    let r = &record.receipt;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (customer_id, key, fingerprint, order_id, saga_id, status, correlation_id, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&claim.customer_id)
+    .bind(&claim.key)
+    .bind(&record.fingerprint)
+    .bind(r.order_id)
+    .bind(r.saga_id)
+    .bind(r.status.as_str())
+    .bind(&r.correlation_id)
+    .bind(record.created_at)
+    .execute(conn)
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if e.constraint() == Some(KEYS_PRIMARY_KEY) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The record of `claim`'s key; with `fresh_after`, only if it was made after it.
+async fn find_key(
+    pool: &sqlx::PgPool,
+    claim: &KeyClaim,
+    fresh_after: Option<DateTime<Utc>>,
+) -> Result<Option<RememberedKey>, StoreError> {
+    let row = sqlx::query(
+        "SELECT fingerprint, order_id, saga_id, status, correlation_id, created_at FROM idempotency_keys \
+         WHERE customer_id = $1 AND key = $2 AND ($3::timestamptz IS NULL OR created_at > $3)",
+    )
+    .bind(&claim.customer_id)
+    .bind(&claim.key)
+    .bind(fresh_after)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let status: String = row.try_get("status")?;
+    Ok(Some(RememberedKey {
+        fingerprint: row.try_get("fingerprint")?,
+        receipt: Receipt {
+            order_id: row.try_get("order_id")?,
+            saga_id: row.try_get("saga_id")?,
+            status: parse_status(status)?,
+            correlation_id: row.try_get("correlation_id")?,
+        },
+        created_at: row.try_get("created_at")?,
+    }))
+}
+
+fn parse_status(status: String) -> Result<OrderStatus, StoreError> {
+    serde_json::from_value(serde_json::Value::String(status)).map_err(codec)
+}
+
 /// An order after a command: its new state, the events that got it there and the messages
 /// announcing them.
 type Evolution = (Order, Vec<OrderEvent>, Vec<Outgoing>);
@@ -236,7 +404,7 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
             special_instructions: row.try_get("special_instructions")?,
         },
         saga_id: row.try_get("saga_id")?,
-        status: serde_json::from_value::<OrderStatus>(serde_json::Value::String(status)).map_err(codec)?,
+        status: parse_status(status)?,
         cancel_reason: row.try_get("cancel_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

@@ -6,7 +6,7 @@ use contracts::{
     order::{OrderDetails, RejectOrder},
 };
 use messaging::{Envelope, MessageContext};
-use order::{OrderEvent, OrderStatus, OrderStore};
+use order::{Order, OrderEvent, OrderStatus, OrderStore, Placement};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -31,10 +31,17 @@ fn placed(customer: &str) -> OrderEvent {
     }
 }
 
+async fn place(store: &OrderStore, customer: &str) -> Order {
+    match store.place(placed(customer), &MessageContext::correlated("test"), None).await.expect("place") {
+        Placement::Placed(order) => order,
+        other => panic!("an order without a key is always placed, got {other:?}"),
+    }
+}
+
 async fn rebuild_gives_back_the_same_orders(store: OrderStore, wipe: impl AsyncFnOnce()) {
     let ctx = MessageContext::correlated("test");
-    let kept = store.place(placed("a"), &ctx).await.expect("place");
-    let cancelled = store.place(placed("b"), &ctx).await.expect("place");
+    let kept = place(&store, "a").await;
+    let cancelled = place(&store, "b").await;
     let reject = RejectOrder {
         saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.details.order_id },
         reason: "declined".into(),
