@@ -14,7 +14,10 @@ use contracts::{
     inventory::{Availability, GetPetStatus, PetStatus},
     order::OrderDetails,
 };
-use kit::http::{ApiError, CorrelationId, CustomerId, Json};
+use kit::{
+    http::{ApiError, CorrelationId, CustomerId, Json},
+    resilience::{BreakerError, CircuitBreaker},
+};
 use messaging::{Bus, BusError, Envelope, MessageContext};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -35,6 +38,9 @@ pub struct AppState {
     pub bus: Bus,
     /// How long to wait for the inventory.
     pub pet_lookup_timeout: Duration,
+    /// Opens while the inventory does not answer: orders get a 503 with `Retry-After` at
+    /// once instead of each waiting for the timeout.
+    pub inventory_breaker: CircuitBreaker,
 }
 
 /// The order routes.
@@ -140,13 +146,20 @@ async fn place_order(
 async fn lookup_pet(app: &AppState, pet_id: &str, ctx: &MessageContext) -> Result<PetStatus, ApiError> {
     let request = Envelope::from_message(app.bus.source(), &GetPetStatus { pet_id: pet_id.to_owned() }, ctx)
         .map_err(ApiError::internal)?;
-    let reply =
-        app.bus.request(channels::INVENTORY_QUERIES, request, app.pet_lookup_timeout).await.map_err(|e| match e {
-            BusError::Timeout { .. } | BusError::Backend { .. } | BusError::Closed => {
-                ApiError::unavailable("the inventory did not answer; try again shortly", 2, e)
-            }
-            other => ApiError::internal(other),
-        })?;
+    // Only an inventory that does not answer counts against the breaker.
+    let unanswered = |e: &BusError| matches!(e, BusError::Timeout { .. } | BusError::Backend { .. } | BusError::Closed);
+    let asked = app.bus.request(channels::INVENTORY_QUERIES, request, app.pet_lookup_timeout);
+    let reply = app.inventory_breaker.call_judged(asked, unanswered).await.map_err(|e| match e {
+        BreakerError::Open { retry_after, .. } => ApiError::unavailable(
+            "the inventory is not answering; try again shortly",
+            retry_after.as_secs().max(1),
+            "inventory-queries circuit breaker open",
+        ),
+        BreakerError::Failed(e) if unanswered(&e) => {
+            ApiError::unavailable("the inventory did not answer; try again shortly", 2, e)
+        }
+        BreakerError::Failed(other) => ApiError::internal(other),
+    })?;
     reply.decode::<PetStatus>().map_err(ApiError::internal)
 }
 

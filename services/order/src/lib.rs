@@ -14,7 +14,10 @@ use contracts::{
     channels,
     order::{ApproveOrder, RejectOrder},
 };
-use kit::{Service, ServiceContext, StartError};
+use kit::{
+    Service, ServiceContext, StartError,
+    resilience::{BreakerSettings, CircuitBreaker},
+};
 use messaging::{Envelope, Handler, HandlerError};
 use persistence::open_service;
 
@@ -56,11 +59,13 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         store: store.clone(),
         bus,
         pet_lookup_timeout: Duration::from_millis(ctx.settings.services.order.pet_lookup_timeout_ms),
+        inventory_breaker: CircuitBreaker::new("inventory_queries", BreakerSettings::default()),
     };
+    let state_breaker = state.inventory_breaker.clone();
     let service = Service {
         name: SERVICE,
         router: router(state),
-        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone()), Arc::new(state_breaker)],
     };
     Ok((service, store))
 }

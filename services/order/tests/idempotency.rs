@@ -101,7 +101,12 @@ impl Harness {
         let ctx = &self.ctx;
         let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, "order", ctx.shutdown.clone()).await.expect("bus");
         let store = self.store.clone().with_key_retention(TimeDelta::zero());
-        kit::http::layers(order::router(AppState { store, bus, pet_lookup_timeout: PATIENCE }))
+        kit::http::layers(order::router(AppState {
+            store,
+            bus,
+            pet_lookup_timeout: PATIENCE,
+            inventory_breaker: kit::resilience::CircuitBreaker::new("inventory_queries", Default::default()),
+        }))
     }
 
     async fn post(&self, customer: &str, key: Option<&str>, body: &str) -> Reply {
