@@ -8,6 +8,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -164,12 +165,27 @@ impl Middleware for Observe {
     }
 }
 
-/// Skips a message whose id this subscription has already handled successfully (a
-/// redelivery after a lost acknowledgement), remembering the last `capacity` ids. Handlers
-/// stay idempotent on their own (the inbox); this saves them the work.
+/// Skips a message this subscription has already handled successfully (a redelivery after a
+/// lost acknowledgement), remembering the last `capacity` publications. A publication is the
+/// message id and, for a replayed message or a dead letter, when it was replayed or
+/// dead-lettered ([`Envelope::publication_id`]): a replay is no redelivery, and the same
+/// message dead-lettered twice is two letters. Handlers stay idempotent on their own (the
+/// inbox); this saves them the work.
 pub struct Deduplicate {
-    seen: Mutex<(HashSet<Uuid>, VecDeque<Uuid>)>,
+    seen: Mutex<(HashSet<Publication>, VecDeque<Publication>)>,
     capacity: usize,
+}
+
+/// One publication of a message: its id and a hash of what tells its replays and dead
+/// letters apart (the set lives in memory only, so the hash need not be stable).
+type Publication = (Uuid, u64);
+
+fn publication(message: &Envelope) -> Publication {
+    let mut hasher = DefaultHasher::new();
+    for name in [crate::REPLAYED_AT, crate::DLQ_TIME] {
+        message.extensions.get(name).hash(&mut hasher);
+    }
+    (message.id, hasher.finish())
 }
 
 impl Deduplicate {
@@ -178,7 +194,7 @@ impl Deduplicate {
         Self { seen: Mutex::new((HashSet::new(), VecDeque::new())), capacity: capacity.max(1) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashSet<Uuid>, VecDeque<Uuid>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashSet<Publication>, VecDeque<Publication>)> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -186,9 +202,9 @@ impl Deduplicate {
 #[async_trait]
 impl Middleware for Deduplicate {
     async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
-        let id = message.id;
+        let id = publication(&message);
         if self.lock().0.contains(&id) {
-            debug!(message_id = %id, "duplicate delivery skipped");
+            debug!(message_id = %message.id, "duplicate delivery skipped");
             metrics::counter!("petstore_messages_deduplicated_total", "channel" => d.channel.to_owned()).increment(1);
             return Ok(());
         }

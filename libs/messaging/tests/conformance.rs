@@ -678,6 +678,15 @@ async fn a_dead_letter_is_read_back_and_replayed_to_its_channel(f: Fixture) {
     assert!(read.dead_lettered_at.is_some(), "the bus records when it gave up");
     assert_eq!((read.message.id, &read.message.data), (poison.id, &poison.data));
 
+    // Replayed before the cause is fixed, it is dead-lettered again: a second letter, which
+    // neither the transport nor the dead-letter consumer takes for a duplicate.
+    bus.replay(&letter).await.expect("replay");
+    let copies = || letters.all().into_iter().filter(|l| l.id == poison.id).collect::<Vec<_>>();
+    eventually(f.patience, || if copies().len() == 2 { Ok(()) } else { Err(format!("{} letters", copies().len())) })
+        .await;
+    let again = DeadLetter::parse(&copies()[1]).expect("a dead letter");
+    assert!(again.dead_lettered_at > read.dead_lettered_at, "{again:?}");
+
     // The cause is fixed: the replay reaches the origin's handler, with the original id and
     // without the dead-letter attributes.
     broken.store(false, Ordering::SeqCst);
