@@ -5,6 +5,7 @@
 
 mod api;
 mod commands;
+mod dead_letters;
 mod deadlines;
 mod store;
 
@@ -51,9 +52,10 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
         Duration::from_millis(deadlines.deadline_check_ms),
         ctx.shutdown.clone(),
     ));
+    let dead_letters = dead_letters::start(ctx, &storage, &bus).await?;
     Ok(Service {
         name: SERVICE,
-        router: router(store),
+        router: router(store).merge(dead_letters),
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
     })
 }

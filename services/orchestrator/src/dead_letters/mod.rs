@@ -1,0 +1,117 @@
+//! Dead letters of every channel, kept where operators can see and replay them. The
+//! orchestrator — the service that operates the sagas — reads each contract channel's
+//! `<channel>.dlq` ([`Bus::subscribe_dead_letters`]), stores every letter once with its error,
+//! attempts and origin, serves `GET /admin/dlq` and `POST /admin/dlq/{id}/replay` (the message
+//! goes back through the outbox), and keeps two gauges per channel:
+//! `petstore_dead_letters` (stored, not replayed) and `petstore_dead_letter_oldest_age_seconds`.
+
+mod api;
+mod store;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use chrono::Utc;
+use contracts::channels;
+use kit::{ServiceContext, StartError};
+use messaging::{Bus, DeadLetter, Envelope, Handler, HandlerError};
+use persistence::{Storage, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::SERVICE;
+use store::DeadLetterStore;
+
+/// How often the gauges are refreshed besides after each stored letter and replay (several
+/// orchestrators share the table, and the oldest letter's age grows on its own).
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// Collects the dead letters of every contract channel into the service's storage, keeps
+/// the gauges, and returns the `/admin/dlq` routes.
+pub async fn start<S>(ctx: &ServiceContext, storage: &Storage<S>, bus: &Bus) -> Result<Router, StartError> {
+    let store = DeadLetterStore::new(storage, bus.clone());
+    // Exported from the start, so that dashboards and alerts see 0 rather than nothing.
+    for channel in channels::ALL {
+        set_gauges(channel, 0, 0.0);
+    }
+    for channel in channels::ALL {
+        bus.subscribe_dead_letters(channel, Collector { store: store.clone() })
+            .await
+            .map_err(StartError::at(SERVICE, "subscribing to dead letters"))?;
+    }
+    ctx.tasks.spawn(refresh_periodically(store.clone(), ctx.shutdown.clone()));
+    Ok(api::router(store))
+}
+
+/// Stores each dead letter it is handed.
+struct Collector {
+    store: DeadLetterStore,
+}
+
+#[async_trait]
+impl Handler for Collector {
+    async fn handle(&self, letter: Envelope) -> Result<(), HandlerError> {
+        let letter = DeadLetter::parse(&letter)?;
+        let recorded = self.store.record(&letter).await.map_err(|e| match e {
+            StoreError::Codec(_) => HandlerError::fatal(e),
+            other => HandlerError::retriable(other),
+        })?;
+        if recorded {
+            warn!(
+                message_id = %letter.message.id, message_type = %letter.message.event_type,
+                channel = %letter.channel, group = %letter.group, attempts = letter.attempts, error = %letter.error,
+                "dead letter stored; GET /admin/dlq lists it, POST /admin/dlq/{{id}}/replay sends it again"
+            );
+            refresh_after_change(&self.store).await;
+        }
+        Ok(())
+    }
+}
+
+fn set_gauges(channel: &str, waiting: u64, oldest_age_secs: f64) {
+    metrics::gauge!("petstore_dead_letters", "channel" => channel.to_owned()).set(waiting as f64);
+    metrics::gauge!("petstore_dead_letter_oldest_age_seconds", "channel" => channel.to_owned()).set(oldest_age_secs);
+}
+
+/// Sets every channel's gauges from the store; when it fails the gauges keep their values.
+async fn refresh(store: &DeadLetterStore) -> Result<(), StoreError> {
+    let waiting = store.waiting().await?;
+    let now = Utc::now();
+    for channel in channels::ALL.iter().copied().chain(waiting.keys().map(String::as_str)) {
+        let (count, age) = match waiting.get(channel) {
+            Some((count, oldest)) => (*count, (now - *oldest).num_milliseconds().max(0) as f64 / 1e3),
+            None => (0, 0.0),
+        };
+        set_gauges(channel, count, age);
+    }
+    Ok(())
+}
+
+/// Refreshes the gauges after a change; a failure waits for the next periodic refresh.
+async fn refresh_after_change(store: &DeadLetterStore) {
+    if let Err(error) = refresh(store).await {
+        debug!(%error, "dead-letter gauges not refreshed; the next periodic refresh tries again");
+    }
+}
+
+/// Refreshes the gauges every [`REFRESH_EVERY`] until `shutdown`; logs when refreshing starts
+/// and stops failing.
+async fn refresh_periodically(store: DeadLetterStore, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(REFRESH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = refresh(&store).await;
+        match &result {
+            Ok(()) if failing => info!("dead-letter gauges are refreshed again"),
+            Err(error) if !failing => warn!(%error, "dead-letter gauges cannot be refreshed; they keep their values"),
+            _ => {}
+        }
+        failing = result.is_err();
+    }
+}
