@@ -4,10 +4,13 @@
 //! petstore                      all six services on http.host:http.port (default 127.0.0.1:8080)
 //! petstore serve <service>      one service on its own port (services.<service>.port)
 //! petstore rebuild-projections  rebuild the order projection from the order event log
+//! petstore dlq list|replay …    list or replay dead letters of a running pet store (see `dlq`)
 //! ```
 //!
 //! Configuration: `config/enhanced_config.yaml` (embedded defaults: in-memory everything),
 //! `PETSTORE_ENV`, `PETSTORE_CONFIG` and `PETSTORE__…` variables; see the README.
+
+mod dlq;
 
 use anyhow::{Context, bail};
 use kit::{Service, ServiceContext, Settings};
@@ -17,12 +20,26 @@ const SERVICES: [&str; 6] = ["inventory", "order", "payment", "delivery", "notif
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A client of a running pet store: it needs no configuration, and says what failed in
+    // one line (the API's problem detail) rather than as a program error.
+    if let ["dlq", rest @ ..] = args.as_slice() {
+        if let Err(error) = dlq::run(rest).await {
+            eprintln!("petstore dlq: {error:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let settings = Settings::load()?;
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args.as_slice() {
         [] | ["all"] => all_in_one(settings).await,
         ["serve", name] => serve_one(settings, name).await,
         ["rebuild-projections"] => rebuild_projections(settings).await,
-        _ => bail!("usage: petstore [all | serve <{}> | rebuild-projections]", SERVICES.join("|")),
+        _ => bail!(
+            "usage: petstore [all | serve <{}> | rebuild-projections | dlq …]\n       {}",
+            SERVICES.join("|"),
+            dlq::USAGE
+        ),
     }
 }
 

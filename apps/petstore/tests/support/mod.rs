@@ -301,6 +301,25 @@ services:
         }
     }
 
+    /// A bus on the cluster's Kafka, with its topic prefix, for a test to publish what no
+    /// service would (a command no participant understands, say). The context's shutdown
+    /// token stops it.
+    pub async fn bus(&self, service: &str) -> (messaging::Bus, kit::ServiceContext) {
+        let overrides = format!(
+            r#"messaging:
+  default_backend: kafka
+  topic_prefix: "e2e{id}."
+  kafka: {{ brokers: "{brokers}" }}"#,
+            id = self.id,
+            brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+        );
+        let ctx = kit::testing::context(&overrides).await;
+        let bus = messaging::Bus::new(&ctx.backends, &ctx.settings.messaging, service, ctx.shutdown.clone())
+            .await
+            .expect("a bus on the cluster's Kafka");
+        (bus, ctx)
+    }
+
     pub async fn count(&self, sql: &str, id: uuid::Uuid) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(id).fetch_one(&self.db).await.expect(sql)
     }
