@@ -29,6 +29,9 @@ const CATALOGUE: &[&str] = &[
     "petstore_sagas_ended_total",
     "petstore_saga_duration_seconds",
     "petstore_saga_step_duration_seconds",
+    // dead letters (orchestrator, 0 per channel from the start)
+    "petstore_dead_letters",
+    "petstore_dead_letter_oldest_age_seconds",
     // bus (messaging)
     "petstore_messages_published_total",
     "petstore_messages_consumed_total",
