@@ -211,9 +211,9 @@ impl Envelope {
     }
 
     /// The envelope in the CloudEvents JSON format (structured mode), for storage. JSON data
-    /// is embedded as `data`; any other payload — one that claims to be JSON but is not
-    /// included, as a malformed message on its way to a dead-letter store may be — goes
-    /// into `data_base64`, so that storing a message never fails on its payload.
+    /// is embedded as `data`; any other payload, including one labelled JSON that does not
+    /// parse (a malformed message on its way to a dead-letter store, say), goes into
+    /// `data_base64`, so that storing a message never fails on its payload.
     pub fn to_json(&self) -> Result<serde_json::Value, BusError> {
         let mut map = serde_json::Map::new();
         for (k, v) in self.attributes() {
