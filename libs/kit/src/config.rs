@@ -52,8 +52,9 @@ pub struct LogSettings {
     pub level: String,
 }
 
-/// `tracing`: where spans go. Spans are always created (their ids appear in every log line and
-/// travel in every message); they are exported only when `otlp_endpoint` is set.
+/// `tracing`: where spans go. With `otlp_endpoint` set, every span is an OpenTelemetry span
+/// (its ids in every log line and message) exported there; without, no OpenTelemetry layer is
+/// installed at all.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingSettings {

@@ -35,8 +35,9 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global `tracing` subscriber for `service`: the log output (filtered by
-/// `RUST_LOG`, else `log.level`) and the OpenTelemetry layer (info spans and above,
-/// whatever the log level, so traces stay whole when logs are quiet). Later calls install
+/// `RUST_LOG`, else `log.level`) and, when `tracing.otlp_endpoint` is set, the OpenTelemetry
+/// layer (info spans and above, whatever the log level, so traces stay whole when logs are
+/// quiet). Later calls install
 /// nothing and return an empty guard.
 pub fn init(settings: &Settings, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
@@ -44,12 +45,17 @@ pub fn init(settings: &Settings, service: &str) -> Telemetry {
         LogFormat::Json => logs::JsonLogs::new(service).with_filter(filter).boxed(),
         LogFormat::Pretty => fmt::layer().compact().with_filter(filter).boxed(),
     };
-    let tracer = match traces::Tracer::new(&settings.tracing, service) {
-        Ok(tracer) => Some(tracer),
-        Err(e) => {
-            eprintln!("tracing.otlp_endpoint: {e}; spans will not be exported");
-            None
-        }
+    // Without an endpoint spans would go nowhere: no OpenTelemetry layer, so nothing is paid
+    // for them (messages still carry a `traceparent`, see `messaging::trace`).
+    let tracer = match settings.tracing.otlp_endpoint.is_empty() {
+        true => None,
+        false => match traces::Tracer::new(&settings.tracing, service) {
+            Ok(tracer) => Some(tracer),
+            Err(e) => {
+                eprintln!("tracing.otlp_endpoint: {e}; spans will not be exported");
+                None
+            }
+        },
     };
     let spans = tracer.as_ref().map(|t| t.layer().with_filter(LevelFilter::INFO));
     if tracing_subscriber::registry().with(logs).with(spans).try_init().is_err() {
