@@ -29,6 +29,7 @@ const CATALOGUE: &[&str] = &[
     "petstore_sagas_ended_total",
     "petstore_saga_duration_seconds",
     "petstore_saga_step_duration_seconds",
+    "petstore_saga_timeouts_total",
     // dead letters (orchestrator, 0 per channel from the start)
     "petstore_dead_letters",
     "petstore_dead_letter_oldest_age_seconds",
@@ -47,6 +48,12 @@ const CATALOGUE: &[&str] = &[
     "petstore_outbox_backlog_messages",
     "petstore_outbox_relayed_total",
     "petstore_outbox_relay_latency_seconds",
+    // circuit breakers (kit; inventory's catalog_cache, order's inventory_queries)
+    "petstore_circuit_breaker_state",
+    "petstore_circuit_breaker_transitions_total",
+    "petstore_circuit_breaker_rejections_total",
+    // idempotency (order)
+    "petstore_idempotent_replays_total",
     // catalog cache (inventory)
     "petstore_cache_requests_total",
     "petstore_cache_errors_total",
@@ -56,12 +63,16 @@ const CATALOGUE: &[&str] = &[
 /// Metrics a healthy run does not export: each appears on its first increment, that is when
 /// something goes wrong, so the cluster test cannot expect to have seen them.
 const ABSENT_WHEN_HEALTHY: &[&str] = &[
-    "petstore_messages_dead_lettered_total", // a handler gave up on a message
-    "petstore_messages_retried_total",       // a handler failed and is tried again
-    "petstore_messages_deduplicated_total",  // a message was delivered twice
-    "petstore_messages_malformed_total",     // a backend received something that is not an envelope
-    "petstore_requests_expired_total",       // a reply came after its caller gave up
-    "petstore_cache_errors_total",           // a Redis operation failed
+    "petstore_messages_dead_lettered_total",      // a handler gave up on a message
+    "petstore_messages_retried_total",            // a handler failed and is tried again
+    "petstore_messages_deduplicated_total",       // a message was delivered twice
+    "petstore_messages_malformed_total",          // a backend received something that is not an envelope
+    "petstore_requests_expired_total",            // a reply came after its caller gave up
+    "petstore_cache_errors_total",                // a Redis operation failed
+    "petstore_saga_timeouts_total",               // a participant did not reply in time
+    "petstore_circuit_breaker_transitions_total", // a breaker opened
+    "petstore_circuit_breaker_rejections_total",  // an open breaker refused a call
+    "petstore_idempotent_replays_total",          // a client repeated an Idempotency-Key
 ];
 
 /// Series Prometheus makes itself rather than scrapes.
