@@ -152,7 +152,7 @@ pub struct ServicesSettings {
     /// The delivery service.
     pub delivery: DeliverySettings,
     /// The inventory service.
-    pub inventory: PortSettings,
+    pub inventory: InventorySettings,
     /// The notification service.
     pub notification: PortSettings,
     /// The orchestrator.
@@ -188,6 +188,19 @@ pub struct OrderSettings {
     pub port: u16,
     /// How long `POST /orders` waits for the inventory to describe the pet.
     pub pet_lookup_timeout_ms: u64,
+}
+
+/// `services.inventory`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySettings {
+    /// Its own HTTP port when run as a separate process.
+    pub port: u16,
+    /// How long a reservation holds the pet: past it, a saga that died (or stalls) loses the
+    /// pet, which becomes available again.
+    pub reservation_ttl_ms: u64,
+    /// How often the inventory looks for reservations past their time and releases them.
+    pub reservation_sweep_ms: u64,
 }
 
 /// `services.delivery`.
@@ -263,6 +276,12 @@ impl Settings {
         if self.services.orchestrator.step_timeout_ms == 0 {
             return err("services.orchestrator.step_timeout_ms", "must be at least 1");
         }
+        if self.services.inventory.reservation_ttl_ms == 0 {
+            return err("services.inventory.reservation_ttl_ms", "must be at least 1");
+        }
+        if self.services.inventory.reservation_sweep_ms == 0 {
+            return err("services.inventory.reservation_sweep_ms", "must be at least 1");
+        }
         if self.services.orchestrator.deadline_check_ms == 0 {
             return err("services.orchestrator.deadline_check_ms", "must be at least 1");
         }
@@ -305,6 +324,8 @@ mod tests {
             ("storage: floppy", "storage"),
             ("database: { max_connections: 0 }", "database.max_connections"),
             ("tracing: { sample_ratio: 1.5 }", "tracing.sample_ratio"),
+            ("services: { inventory: { reservation_ttl_ms: 0 } }", "services.inventory.reservation_ttl_ms"),
+            ("services: { inventory: { reservation_sweep_ms: 0 } }", "services.inventory.reservation_sweep_ms"),
             ("tracing: { otlp_endpoint: 'jaeger:4317' }", "tracing.otlp_endpoint"),
             ("messaging: { default_backend: kafka }", "messaging.kafka"),
             ("messaging: { backend_selection: { pub_sub: nats } }", "messaging.nats"),

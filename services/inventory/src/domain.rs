@@ -2,9 +2,11 @@
 //!
 //! A pet is `available`, `reserved` by a running saga (the saga's semantic lock on it) or
 //! `sold` to a saga. Every command is answered, and answering it twice is harmless: a command
-//! that finds its work already done repeats the success without writing.
+//! that finds its work already done repeats the success without writing. A reservation holds
+//! until `reserved_until`: past it the saga can no longer buy the pet, and [`expire`] releases
+//! it (the sweeper's decision).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use contracts::{
     SagaRef,
     inventory::{
@@ -59,6 +61,10 @@ pub struct Pet {
     pub status: Availability,
     /// The saga that reserved or bought the pet; `None` exactly when it is available.
     pub held_by_saga: Option<Uuid>,
+    /// The order of that saga (the nil UUID for holds older than this column).
+    pub held_for_order: Option<Uuid>,
+    /// Until when the reservation holds; `Some` exactly when the pet is reserved.
+    pub reserved_until: Option<DateTime<Utc>>,
     /// When `status` last changed.
     pub status_changed_at: DateTime<Utc>,
     /// When the pet entered the catalog.
@@ -80,11 +86,30 @@ impl Pet {
         self.held_by_saga == Some(saga_id)
     }
 
-    /// The pet moved to `status`, held by `saga` (`None` when available).
-    fn moved(mut self, status: Availability, saga: Option<Uuid>) -> Self {
+    /// The saga holding the pet, if one does.
+    fn holder(&self) -> Option<SagaRef> {
+        Some(SagaRef { saga_id: self.held_by_saga?, order_id: self.held_for_order.unwrap_or_default() })
+    }
+
+    /// Whether the pet is reserved and its reservation ran out by `now`.
+    pub fn reservation_expired(&self, now: DateTime<Utc>) -> bool {
+        self.status == Availability::Reserved && self.reserved_until.is_some_and(|until| until <= now)
+    }
+
+    /// The pet moved at `at` to `status`, held by `saga` (`None` when available), reserved
+    /// until `reserved_until` (`Some` only when reserved).
+    fn moved(
+        mut self,
+        status: Availability,
+        saga: Option<SagaRef>,
+        at: DateTime<Utc>,
+        reserved_until: Option<DateTime<Utc>>,
+    ) -> Self {
         self.status = status;
-        self.held_by_saga = saga;
-        self.status_changed_at = Utc::now();
+        self.held_by_saga = saga.map(|s| s.saga_id);
+        self.held_for_order = saga.map(|s| s.order_id);
+        self.reserved_until = reserved_until;
+        self.status_changed_at = at;
         self
     }
 }
@@ -161,20 +186,37 @@ impl InventoryCommand {
 
 type Decision = persistence::Decision<Pet>;
 
-/// Why `saga` cannot take the pet: it does not exist, or another saga (or a sale) holds it.
-fn refusal(existing: Option<&Pet>, pet_id: &str) -> String {
+/// What the decisions of one moment need to know: the time, and how long a new reservation
+/// holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// The time the decision is made at.
+    pub(crate) now: DateTime<Utc>,
+    /// How long a reservation made now holds.
+    pub(crate) reservation_ttl: TimeDelta,
+}
+
+/// Why `saga` cannot take the pet: it does not exist, its own reservation ran out, or another
+/// saga (or a sale) holds it.
+fn refusal(existing: Option<&Pet>, saga_id: Uuid, now: DateTime<Utc>, pet_id: &str) -> String {
     match existing.map(|p| p.status) {
         None => format!("no pet {pet_id}"),
+        Some(Availability::Reserved) if existing.is_some_and(|p| p.held_by(saga_id) && p.reservation_expired(now)) => {
+            format!("the reservation of pet {pet_id} expired")
+        }
         Some(Availability::Available) => format!("pet {pet_id} is not reserved"),
         Some(Availability::Reserved) => format!("pet {pet_id} is already reserved"),
         Some(Availability::Sold) => format!("pet {pet_id} is sold"),
     }
 }
 
-/// Decides what `cmd` does to the pet as it is now (`None`: no such pet) and what to reply.
+/// Decides what `cmd` does to the pet as it is at `clock.now` (`None`: no such pet) and what
+/// to reply. A reservation past its time no longer counts as the saga's: the saga can neither
+/// confirm it (`ReservePet` again) nor buy the pet; releasing it is still a release.
 pub(crate) fn decide(
     existing: Option<Pet>,
     cmd: &InventoryCommand,
+    clock: Clock,
     source: &str,
     ctx: &MessageContext,
 ) -> Result<Decision, BusError> {
@@ -183,16 +225,18 @@ pub(crate) fn decide(
     let pet_id = cmd.pet_id().to_owned();
     let is = |status: Availability| existing.as_ref().is_some_and(|p| p.status == status);
     let held = |status: Availability| existing.as_ref().is_some_and(|p| p.status == status && p.held_by(saga.saga_id));
+    let reserved_in_time = held(Reserved) && existing.as_ref().is_some_and(|p| !p.reservation_expired(clock.now));
+    let reserved = Some((Reserved, Some(saga), Some(clock.now + clock.reservation_ttl)));
     // The state to move to (if any), and whether the command succeeds.
     let (next, succeeds) = match cmd {
-        InventoryCommand::Reserve(_) if is(Available) => (Some((Reserved, Some(saga.saga_id))), true),
-        InventoryCommand::Reserve(_) => (None, held(Reserved)),
-        InventoryCommand::Release(_) => (held(Reserved).then_some((Available, None)), true),
-        InventoryCommand::MarkSold(_) if held(Reserved) => (Some((Sold, Some(saga.saga_id))), true),
+        InventoryCommand::Reserve(_) if is(Available) => (reserved, true),
+        InventoryCommand::Reserve(_) => (None, reserved_in_time),
+        InventoryCommand::Release(_) => (held(Reserved).then_some((Available, None, None)), true),
+        InventoryCommand::MarkSold(_) if reserved_in_time => (Some((Sold, Some(saga), None)), true),
         InventoryCommand::MarkSold(_) => (None, held(Sold)),
-        InventoryCommand::Restore(_) => (held(Sold).then_some((Available, None)), true),
+        InventoryCommand::Restore(_) => (held(Sold).then_some((Available, None, None)), true),
     };
-    let reason = || refusal(existing.as_ref(), &pet_id);
+    let reason = || refusal(existing.as_ref(), saga.saga_id, clock.now, &pet_id);
     let reply = match (cmd, succeeds) {
         (InventoryCommand::Reserve(_), true) => Outgoing::message(source, &PetReserved { saga, pet_id }, ctx),
         (InventoryCommand::Reserve(_), false) => {
@@ -205,8 +249,32 @@ pub(crate) fn decide(
         }
         (InventoryCommand::Restore(_), _) => Outgoing::message(source, &PetRestored { saga, pet_id }, ctx),
     }?;
-    let saved = next.and_then(|(status, holder)| existing.map(|p| p.moved(status, holder)));
+    let saved = next.and_then(|(status, holder, until)| existing.map(|p| p.moved(status, holder, clock.now, until)));
     Ok((saved, reply))
+}
+
+/// A reservation the sweeper releases.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Expiry {
+    /// The pet, available again.
+    pub(crate) pet: Pet,
+    /// The saga that lost it.
+    pub(crate) saga: SagaRef,
+    /// The `PetReleased` that tells the saga (and every catalog cache).
+    pub(crate) released: Outgoing,
+}
+
+/// The sweeper's decision about a pet: its release if its reservation ran out by `now`,
+/// otherwise nothing. A sold or available pet is never touched.
+pub(crate) fn expire(
+    pet: Pet,
+    now: DateTime<Utc>,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<Option<Expiry>, BusError> {
+    let Some(saga) = pet.holder().filter(|_| pet.reservation_expired(now)) else { return Ok(None) };
+    let released = Outgoing::message(source, &PetReleased { saga, pet_id: pet.pet_id.clone() }, ctx)?;
+    Ok(Some(Expiry { pet: pet.moved(Availability::Available, None, now, None), saga, released }))
 }
 
 #[cfg(test)]
@@ -221,6 +289,10 @@ mod tests {
         Unknown,
         Available,
         ReservedByUs,
+        /// Reserved by us, past its time, not swept yet.
+        ReservedByUsExpired,
+        /// Reserved by us, past its time, and released by the sweeper.
+        ReleasedOnExpiry,
         ReservedByOther,
         SoldToUs,
         SoldToOther,
@@ -237,14 +309,29 @@ mod tests {
     /// What the pet must become: `None` for "not written".
     type Written = Option<(Availability, bool)>;
 
-    fn pet(given: Given, us: Uuid) -> Option<Pet> {
-        let (status, holder) = match given {
+    /// The moment every decision of these tests is made at.
+    fn clock() -> Clock {
+        Clock { now: DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(1), reservation_ttl: TimeDelta::minutes(15) }
+    }
+
+    fn pet(given: Given, us: SagaRef) -> Option<Pet> {
+        let other = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let (in_time, past) = (Some(clock().now + TimeDelta::seconds(1)), Some(clock().now));
+        let (status, holder, reserved_until) = match given {
             Given::Unknown => return None,
-            Given::Available => (Availability::Available, None),
-            Given::ReservedByUs => (Availability::Reserved, Some(us)),
-            Given::ReservedByOther => (Availability::Reserved, Some(Uuid::now_v7())),
-            Given::SoldToUs => (Availability::Sold, Some(us)),
-            Given::SoldToOther => (Availability::Sold, Some(Uuid::now_v7())),
+            Given::Available => (Availability::Available, None, None),
+            Given::ReservedByUs => (Availability::Reserved, Some(us), in_time),
+            Given::ReservedByUsExpired => (Availability::Reserved, Some(us), past),
+            Given::ReleasedOnExpiry => {
+                let expired = pet(Given::ReservedByUsExpired, us)?;
+                let expiry = expire(expired, clock().now, "/petstore/inventory", &MessageContext::default())
+                    .expect("encode")
+                    .expect("an expired reservation is released");
+                return Some(expiry.pet);
+            }
+            Given::ReservedByOther => (Availability::Reserved, Some(other), in_time),
+            Given::SoldToUs => (Availability::Sold, Some(us), None),
+            Given::SoldToOther => (Availability::Sold, Some(other), None),
         };
         let at = DateTime::<Utc>::UNIX_EPOCH;
         Some(Pet {
@@ -257,7 +344,9 @@ mod tests {
             currency: "USD".into(),
             description: String::new(),
             status,
-            held_by_saga: holder,
+            held_by_saga: holder.map(|h| h.saga_id),
+            held_for_order: holder.map(|h| h.order_id),
+            reserved_until,
             status_changed_at: at,
             created_at: at,
         })
@@ -280,29 +369,38 @@ mod tests {
         use Given::*;
         let failed = PetReservationFailed::TYPE;
         let sale_failed = PetSaleFailed::TYPE;
+        let expired = Some("the reservation of pet goldfish-004 expired");
         #[rustfmt::skip]
-        let cases: [(Cmd, Given, Written, &str, Option<&str>); 24] = [
+        let cases: [(Cmd, Given, Written, &str, Option<&str>); 32] = [
             (Reserve, Unknown,         None,             failed,            Some("no pet goldfish-004")),
             (Reserve, Available,       Some((R, true)),  PetReserved::TYPE, None),
             (Reserve, ReservedByUs,    None,             PetReserved::TYPE, None),
             (Reserve, ReservedByOther, None,             failed,            Some("pet goldfish-004 is already reserved")),
+            (Reserve, ReservedByUsExpired, None,         failed,            expired),
+            (Reserve, ReleasedOnExpiry, Some((R, true)), PetReserved::TYPE, None),
             (Reserve, SoldToUs,        None,             failed,            Some("pet goldfish-004 is sold")),
             (Reserve, SoldToOther,     None,             failed,            Some("pet goldfish-004 is sold")),
             (Release, Unknown,         None,             PetReleased::TYPE, None),
             (Release, Available,       None,             PetReleased::TYPE, None),
             (Release, ReservedByUs,    Some((A, false)), PetReleased::TYPE, None),
+            (Release, ReservedByUsExpired, Some((A, false)), PetReleased::TYPE, None),
+            (Release, ReleasedOnExpiry, None,            PetReleased::TYPE, None),
             (Release, ReservedByOther, None,             PetReleased::TYPE, None),
             (Release, SoldToUs,        None,             PetReleased::TYPE, None),
             (Release, SoldToOther,     None,             PetReleased::TYPE, None),
             (MarkSold, Unknown,         None,            sale_failed,       Some("no pet goldfish-004")),
             (MarkSold, Available,       None,            sale_failed,       Some("pet goldfish-004 is not reserved")),
             (MarkSold, ReservedByUs,    Some((S, true)), PetSold::TYPE,     None),
+            (MarkSold, ReservedByUsExpired, None,        sale_failed,       expired),
+            (MarkSold, ReleasedOnExpiry, None,           sale_failed,       Some("pet goldfish-004 is not reserved")),
             (MarkSold, ReservedByOther, None,            sale_failed,       Some("pet goldfish-004 is already reserved")),
             (MarkSold, SoldToUs,        None,            PetSold::TYPE,     None),
             (MarkSold, SoldToOther,     None,            sale_failed,       Some("pet goldfish-004 is sold")),
             (Restore, Unknown,         None,             PetRestored::TYPE, None),
             (Restore, Available,       None,             PetRestored::TYPE, None),
             (Restore, ReservedByUs,    None,             PetRestored::TYPE, None),
+            (Restore, ReservedByUsExpired, None,         PetRestored::TYPE, None),
+            (Restore, ReleasedOnExpiry, None,            PetRestored::TYPE, None),
             (Restore, ReservedByOther, None,             PetRestored::TYPE, None),
             (Restore, SoldToUs,        Some((A, false)), PetRestored::TYPE, None),
             (Restore, SoldToOther,     None,             PetRestored::TYPE, None),
@@ -311,7 +409,7 @@ mod tests {
             let case = format!("{cmd:?} when {given:?}");
             let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
             let cause = MessageContext { causation_id: Some("cause".into()), ..MessageContext::correlated("corr") };
-            let (saved, reply) = decide(pet(given, saga.saga_id), &command(cmd, saga), "/petstore/inventory", &cause)
+            let (saved, reply) = decide(pet(given, saga), &command(cmd, saga), clock(), "/petstore/inventory", &cause)
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
 
             let got = saved.as_ref().map(|p| (p.status, p.held_by(saga.saga_id)));
@@ -322,7 +420,11 @@ mod tests {
                     p.status != Availability::Available,
                     "{case}: held iff not available"
                 );
-                assert!(p.status_changed_at > DateTime::<Utc>::UNIX_EPOCH, "{case}: status_changed_at");
+                assert_eq!(p.status_changed_at, clock().now, "{case}: status_changed_at");
+                let until = (p.status == Availability::Reserved).then(|| clock().now + clock().reservation_ttl);
+                assert_eq!(p.reserved_until, until, "{case}: reserved until");
+                let order = p.held_by_saga.map(|_| saga.order_id);
+                assert_eq!(p.held_for_order, order, "{case}: held for order");
             }
             assert_eq!(reply.channel, contracts::channels::INVENTORY_EVENTS, "{case}: channel");
             assert_eq!(reply.envelope.event_type, reply_type, "{case}: reply type");
@@ -337,9 +439,38 @@ mod tests {
     }
 
     #[test]
+    fn the_sweeper_releases_only_reservations_past_their_time() {
+        use Given::*;
+        let cases = [
+            (Available, false),
+            (ReservedByUs, false),
+            (ReservedByUsExpired, true),
+            (ReservedByOther, false),
+            (SoldToUs, false),
+            (SoldToOther, false),
+        ];
+        for (given, released) in cases {
+            let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+            let before = pet(given, saga).expect("a pet");
+            let swept =
+                expire(before.clone(), clock().now, "/petstore/inventory", &MessageContext::correlated("sweep"))
+                    .unwrap_or_else(|e| panic!("{given:?}: {e}"));
+            assert_eq!(swept.is_some(), released, "{given:?}: released");
+            let Some(Expiry { pet: after, saga: lost_by, released: event }) = swept else { continue };
+            assert_eq!(lost_by, saga, "{given:?}: the saga that lost the pet");
+            assert_eq!((after.status, after.held_by_saga, after.held_for_order), (Availability::Available, None, None));
+            assert_eq!((after.reserved_until, after.status_changed_at), (None, clock().now), "{given:?}");
+            assert_eq!(event.channel, contracts::channels::INVENTORY_EVENTS, "{given:?}");
+            let sent: PetReleased = event.envelope.decode().unwrap_or_else(|e| panic!("{given:?}: {e}"));
+            assert_eq!(sent, PetReleased { saga, pet_id: PET.into() }, "{given:?}: the saga and its order");
+        }
+    }
+
+    #[test]
     fn filters_combine_and_absent_filters_match_everything() {
-        let fish = pet(Given::Available, Uuid::nil()).expect("pet");
-        let sold = pet(Given::SoldToOther, Uuid::nil()).expect("pet");
+        let nobody = SagaRef { saga_id: Uuid::nil(), order_id: Uuid::nil() };
+        let fish = pet(Given::Available, nobody).expect("pet");
+        let sold = pet(Given::SoldToOther, nobody).expect("pet");
         let f = |category: Option<&str>, max_price: Option<i64>, available: Option<bool>| PetFilter {
             category: category.map(str::to_owned),
             max_price: max_price.map(|p| Decimal::new(p, 0)),

@@ -2,16 +2,17 @@
 //! by a running saga, sold). It handles the saga's commands (`ReservePet`, `ReleasePet`,
 //! `MarkPetSold`, `RestorePet`) with replies on `inventory-events`, answers `GetPetStatus`
 //! queries, and serves the catalog over HTTP through a cache (Redis or memory) that inventory
-//! events invalidate.
+//! events invalidate. Reservations expire: a sweeper releases those past their time.
 
 mod cache;
 mod consumers;
 mod domain;
+mod expiry;
 mod http;
 mod seed;
 mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use contracts::channels;
@@ -33,12 +34,14 @@ pub const CACHE_GROUP: &str = "inventory-cache";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/inventory");
 
 /// Opens storage (seeding an empty catalog), connects the cache, starts the outbox relay, the
-/// command consumer, the cache-invalidation consumer and the pet-status responder.
+/// command consumer, the cache-invalidation consumer, the pet-status responder and the
+/// sweeper that releases expired reservations.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     let seed = seed::catalog().map_err(StartError::at(SERVICE, "loading the seed catalog"))?;
     let initial = seed.clone();
     let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, move || CatalogState::new(initial)).await?;
-    let store = InventoryStore::new(storage.clone());
+    let settings = &ctx.settings.services.inventory;
+    let store = InventoryStore::new(storage.clone(), Duration::from_millis(settings.reservation_ttl_ms));
     let seeded = store.seed_if_empty(&seed).await.map_err(StartError::at(SERVICE, "seeding the catalog"))?;
     if seeded > 0 {
         tracing::info!(pets = seeded, "seeded the empty catalog");
@@ -66,6 +69,15 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     })
     .await
     .map_err(StartError::at(SERVICE, "serving pet-status queries"))?;
+
+    let sweeping = expiry::run(
+        store.clone(),
+        cache.clone(),
+        bus.source().to_owned(),
+        Duration::from_millis(settings.reservation_sweep_ms),
+        ctx.shutdown.clone().cancelled_owned(),
+    );
+    ctx.tasks.spawn(sweeping);
 
     let mut readiness = vec![storage.readiness(), Arc::new(ctx.backends.clone()), cache.readiness()];
     if let Some(breaker) = cache.breaker() {

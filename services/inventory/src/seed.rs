@@ -66,6 +66,8 @@ pub fn catalog() -> Result<Vec<Pet>, SeedError> {
                 description: e.description,
                 status: Availability::Available,
                 held_by_saga: None,
+                held_for_order: None,
+                reserved_until: None,
                 status_changed_at: now,
                 created_at: now,
             })

@@ -1,15 +1,18 @@
 //! Where the catalog lives: the `inventory` schema, or memory. Each command runs in one
 //! transaction with its inbox entry and its reply; the pet's row is locked while deciding.
+//! The sweeper's releases of expired reservations lock the same rows, so a command and a
+//! release of one pet never interleave: whichever comes second sees what the first did.
 
 use std::{collections::BTreeMap, ops::Bound};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use messaging::{Envelope, MessageContext};
-use persistence::{Records, Storage, StoreError};
+use persistence::{Outgoing, Records, Storage, StoreError};
 use sqlx::{PgConnection, Row};
 
 use crate::{
     SERVICE,
-    domain::{self, InventoryCommand, Pet, PetFilter},
+    domain::{self, Clock, Expiry, InventoryCommand, Pet, PetFilter},
 };
 
 /// The catalog by pet id (in id order, for keyset paging), for the in-memory store.
@@ -27,7 +30,14 @@ impl CatalogState {
 
 /// The inventory store.
 #[derive(Clone)]
-pub struct InventoryStore(Storage<CatalogState>);
+pub struct InventoryStore {
+    storage: Storage<CatalogState>,
+    reservation_ttl: TimeDelta,
+}
+
+/// How many expired reservations one sweep releases at most (one transaction); the rest wait
+/// for the next sweep.
+const SWEEP_BATCH: usize = 100;
 
 /// The catalog's pets, by id.
 struct Pets;
@@ -59,16 +69,16 @@ impl Records for Pets {
 }
 
 impl InventoryStore {
-    /// Wraps the configured storage.
-    pub fn new(storage: Storage<CatalogState>) -> Self {
-        Self(storage)
+    /// Wraps the configured storage; reservations made through it hold for `reservation_ttl`.
+    pub fn new(storage: Storage<CatalogState>, reservation_ttl: std::time::Duration) -> Self {
+        Self { storage, reservation_ttl: TimeDelta::from_std(reservation_ttl).unwrap_or(TimeDelta::MAX) }
     }
 
     /// Inserts `pets` when the catalog is empty (PostgreSQL; the memory store starts from its
     /// seed), in one transaction; pets that exist already are left alone. Returns how many
     /// were inserted.
     pub async fn seed_if_empty(&self, pets: &[Pet]) -> Result<u64, StoreError> {
-        let Storage::Postgres { pool, .. } = &self.0 else { return Ok(0) };
+        let Storage::Postgres { pool, .. } = &self.storage else { return Ok(0) };
         let mut tx = pool.begin().await?;
         let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM pets)").fetch_one(&mut *tx).await?;
         if !empty {
@@ -78,8 +88,8 @@ impl InventoryStore {
         for p in pets {
             inserted += sqlx::query(
                 "INSERT INTO pets (pet_id, name, category, breed, age_months, price, currency, description, status, \
-                 held_by_saga, status_changed_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (pet_id) DO NOTHING",
+                 held_by_saga, held_for_order, reserved_until, status_changed_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (pet_id) DO NOTHING",
             )
             .bind(&p.pet_id)
             .bind(&p.name)
@@ -91,6 +101,8 @@ impl InventoryStore {
             .bind(&p.description)
             .bind(domain::availability_name(p.status))
             .bind(p.held_by_saga)
+            .bind(p.held_for_order)
+            .bind(p.reserved_until)
             .bind(p.status_changed_at)
             .bind(p.created_at)
             .execute(&mut *tx)
@@ -111,14 +123,59 @@ impl InventoryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<String>, StoreError> {
-        let decide = |existing| domain::decide(existing, cmd, source, ctx);
-        let saved = self.0.decide_once::<Pets>(SERVICE, message, cmd.pet_id(), decide).await?;
+        let clock = Clock { now: Utc::now(), reservation_ttl: self.reservation_ttl };
+        let decide = |existing| domain::decide(existing, cmd, clock, source, ctx);
+        let saved = self.storage.decide_once::<Pets>(SERVICE, message, cmd.pet_id(), decide).await?;
         Ok(saved.map(|p| p.pet_id))
+    }
+
+    /// Releases reservations that ran out by `now` (at most [`SWEEP_BATCH`]), each with its
+    /// `PetReleased` in the outbox, in one transaction. Returns the releases. A pet whose row
+    /// a command holds locked is skipped: the next sweep sees what that command did.
+    pub(crate) async fn release_expired(&self, now: DateTime<Utc>, source: &str) -> Result<Vec<Expiry>, StoreError> {
+        let ctx = MessageContext::default();
+        let release = |expired: Vec<Pet>| -> Result<(Vec<Expiry>, Vec<Outgoing>), StoreError> {
+            let mut released = Vec::new();
+            for pet in expired {
+                released.extend(domain::expire(pet, now, source, &ctx).map_err(|e| StoreError::Codec(e.to_string()))?);
+            }
+            let events = released.iter().map(|e| e.released.clone()).collect();
+            Ok((released, events))
+        };
+        match &self.storage {
+            Storage::Memory(memory) => memory.write(|s| {
+                let expired = s.pets.values().filter(|p| p.reservation_expired(now)).take(SWEEP_BATCH);
+                let (released, events) = release(expired.cloned().collect())?;
+                for e in &released {
+                    s.pets.insert(e.pet.pet_id.clone(), e.pet.clone());
+                }
+                Ok((released, events))
+            }),
+            Storage::Postgres { pool, .. } => {
+                persistence::pg::write(pool, async |conn| {
+                    let sql = format!(
+                        "{SELECT} WHERE status = 'reserved' AND reserved_until <= $1 ORDER BY reserved_until \
+                         LIMIT $2 FOR UPDATE SKIP LOCKED"
+                    );
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(i64::try_from(SWEEP_BATCH).unwrap_or(i64::MAX))
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    let (released, events) = release(rows.iter().map(decode).collect::<Result<_, _>>()?)?;
+                    for e in &released {
+                        save_status(conn, &e.pet).await?;
+                    }
+                    Ok((released, events))
+                })
+                .await
+            }
+        }
     }
 
     /// One pet, if it exists.
     pub async fn get(&self, pet_id: &str) -> Result<Option<Pet>, StoreError> {
-        match &self.0 {
+        match &self.storage {
             Storage::Memory(memory) => Ok(memory.read(|s| s.pets.get(pet_id).cloned())),
             Storage::Postgres { pool, .. } => {
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1")))
@@ -138,7 +195,7 @@ impl InventoryStore {
         after_pet_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Pet>, StoreError> {
-        match &self.0 {
+        match &self.storage {
             Storage::Memory(memory) => Ok(memory.read(|s| {
                 let from = after_pet_id.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
                 s.pets
@@ -170,16 +227,21 @@ impl InventoryStore {
 }
 
 const SELECT: &str = "SELECT pet_id, name, category, breed, age_months, price, currency, description, status, \
-                      held_by_saga, status_changed_at, created_at FROM pets";
+                      held_by_saga, held_for_order, reserved_until, status_changed_at, created_at FROM pets";
 
 async fn save_status(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
-    sqlx::query("UPDATE pets SET status = $2, held_by_saga = $3, status_changed_at = $4 WHERE pet_id = $1")
-        .bind(&p.pet_id)
-        .bind(domain::availability_name(p.status))
-        .bind(p.held_by_saga)
-        .bind(p.status_changed_at)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE pets SET status = $2, held_by_saga = $3, held_for_order = $4, reserved_until = $5, \
+         status_changed_at = $6 WHERE pet_id = $1",
+    )
+    .bind(&p.pet_id)
+    .bind(domain::availability_name(p.status))
+    .bind(p.held_by_saga)
+    .bind(p.held_for_order)
+    .bind(p.reserved_until)
+    .bind(p.status_changed_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -197,6 +259,8 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Pet, StoreError> {
         status: domain::parse_availability(&status)
             .ok_or_else(|| StoreError::Codec(format!("unknown pet status {status}")))?,
         held_by_saga: row.try_get("held_by_saga")?,
+        held_for_order: row.try_get("held_for_order")?,
+        reserved_until: row.try_get("reserved_until")?,
         status_changed_at: row.try_get("status_changed_at")?,
         created_at: row.try_get("created_at")?,
     })

@@ -80,7 +80,8 @@ pub struct Harness {
     pub ctx: ServiceContext,
     /// The orchestrator's side of the bus.
     pub bus: Bus,
-    events: Mutex<mpsc::UnboundedReceiver<Envelope>>,
+    /// Inventory events as they arrive, and those a wait passed over (kept for a later wait).
+    events: Mutex<(mpsc::UnboundedReceiver<Envelope>, Vec<Envelope>)>,
     cleanup: Option<Cleanup>,
 }
 
@@ -105,11 +106,23 @@ fn database_url(server: &str, database: &str) -> String {
 impl Harness {
     /// Everything in memory: storage, cache and bus (the all-in-one mode).
     pub async fn memory() -> Self {
-        Self::start("{}", None).await
+        Self::memory_with(serde_json::json!({})).await
+    }
+
+    /// Everything in memory, configured with `overrides` on top.
+    pub async fn memory_with(overrides: serde_json::Value) -> Self {
+        Self::start(&overrides.to_string(), None).await
     }
 
     /// A fresh PostgreSQL database, Redis under a random key prefix, the memory bus.
     pub async fn postgres_redis() -> Self {
+        Self::postgres_redis_with(serde_json::json!({})).await
+    }
+
+    /// A fresh PostgreSQL database, Redis and the memory bus, configured with `overrides` (a
+    /// JSON object whose top-level keys are other than `storage`, `database`, `cache` and
+    /// `messaging`) on top.
+    pub async fn postgres_redis_with(overrides: serde_json::Value) -> Self {
         let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
         let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
         let database = format!("t_{}", Uuid::now_v7().simple());
@@ -121,14 +134,17 @@ impl Harness {
             .expect("create the test database");
         admin.close().await.expect("close");
         let key_prefix = format!("test:{}:", Uuid::now_v7().simple());
-        let overrides = serde_json::json!({
+        let mut settings = serde_json::json!({
             "storage": "postgres",
             "database": { "url": database_url(&server_url, &database), "max_connections": 5 },
             "cache": { "backend": "redis", "redis_url": redis_url, "key_prefix": key_prefix },
             "messaging": { "default_backend": "memory" },
         });
+        if let (Some(settings), serde_json::Value::Object(extra)) = (settings.as_object_mut(), overrides) {
+            settings.extend(extra);
+        }
         let cleanup = Cleanup { server_url, database, redis_url, key_prefix };
-        Self::start(&overrides.to_string(), Some(cleanup)).await
+        Self::start(&settings.to_string(), Some(cleanup)).await
     }
 
     /// The service configured by the embedded defaults plus `overrides` (YAML, and so JSON).
@@ -158,7 +174,14 @@ impl Harness {
         })
         .await
         .expect("observe inventory events");
-        Self { router: service.router, readiness: service.readiness, ctx, bus, events: Mutex::new(rx), cleanup }
+        Self {
+            router: service.router,
+            readiness: service.readiness,
+            ctx,
+            bus,
+            events: Mutex::new((rx, Vec::new())),
+            cleanup,
+        }
     }
 
     /// `GET uri` through the service's router.
@@ -212,23 +235,45 @@ impl Harness {
         reply.decode().expect("a PetStatus reply")
     }
 
-    /// The next inventory event of type `M` for `saga_id`, within [`PATIENCE`].
+    /// The next inventory event of type `M` for `saga_id`, within [`PATIENCE`] (events before
+    /// it are passed over).
     pub async fn reply<M: Message>(&self, saga_id: Uuid) -> M {
-        let mut events = self.events.lock().await;
+        let what = format!("{} for saga {saga_id}", M::TYPE);
+        self.next_event(&what, |env| env.is::<M>() && about_saga(env, saga_id)).await.decode().expect("decode")
+    }
+
+    /// The next inventory event for `saga_id` that `wanted`, within [`PATIENCE`].
+    pub async fn event_for(&self, saga_id: Uuid, wanted: impl Fn(&Envelope) -> bool) -> Envelope {
+        self.next_event(&format!("the event awaited for saga {saga_id}"), |env| about_saga(env, saga_id) && wanted(env))
+            .await
+    }
+
+    /// The earliest inventory event that `wanted`, within [`PATIENCE`]; the events passed
+    /// over stay for later waits.
+    async fn next_event(&self, what: &str, wanted: impl Fn(&Envelope) -> bool) -> Envelope {
+        let mut guard = self.events.lock().await;
+        let (events, passed_over) = &mut *guard;
+        if let Some(i) = passed_over.iter().position(&wanted) {
+            return passed_over.remove(i);
+        }
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let env = tokio::time::timeout(left, events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no {} for saga {saga_id} within {PATIENCE:?}", M::TYPE))
+                .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
                 .expect("observer running");
-            let about_saga = serde_json::from_slice::<serde_json::Value>(&env.data)
-                .is_ok_and(|d| d["saga_id"] == saga_id.to_string());
-            if about_saga && env.is::<M>() {
-                return env.decode().expect("decode");
+            if wanted(&env) {
+                return env;
             }
+            passed_over.push(env);
         }
     }
+}
+
+/// Whether the event's payload names `saga_id`.
+fn about_saga(env: &Envelope, saga_id: Uuid) -> bool {
+    serde_json::from_slice::<serde_json::Value>(&env.data).is_ok_and(|d| d["saga_id"] == saga_id.to_string())
 }
 
 /// Polls `probe` until it yields a value, failing the test after [`PATIENCE`].
