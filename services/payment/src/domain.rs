@@ -1,4 +1,8 @@
 //! Payment decisions, free of I/O: the same code runs on PostgreSQL and in memory.
+//!
+//! One payment per saga. A refund that comes before any charge (the saga was compensated while
+//! its `ProcessPayment` was still on its way) voids the saga's payment: a tombstone that makes
+//! a later `ProcessPayment` for that saga charge nothing.
 
 use chrono::{DateTime, Utc};
 use contracts::{
@@ -21,6 +25,8 @@ pub enum PaymentStatus {
     Declined,
     /// Money given back.
     Refunded,
+    /// Refunded before any charge: the saga was compensated, nothing may be charged for it.
+    Voided,
 }
 
 impl PaymentStatus {
@@ -30,6 +36,7 @@ impl PaymentStatus {
             Self::Charged => "charged",
             Self::Declined => "declined",
             Self::Refunded => "refunded",
+            Self::Voided => "voided",
         }
     }
 
@@ -39,6 +46,7 @@ impl PaymentStatus {
             "charged" => Some(Self::Charged),
             "declined" => Some(Self::Declined),
             "refunded" => Some(Self::Refunded),
+            "voided" => Some(Self::Voided),
             _ => None,
         }
     }
@@ -53,14 +61,14 @@ pub struct Payment {
     pub saga_id: Uuid,
     /// Its order.
     pub order_id: Uuid,
-    /// Who pays.
-    pub customer_id: String,
-    /// How much.
+    /// Who pays (`None` when voided: the refund that voided it does not say).
+    pub customer_id: Option<String>,
+    /// How much (0 when voided).
     pub amount: Decimal,
-    /// ISO 4217 currency.
-    pub currency: String,
-    /// How.
-    pub payment_method: PaymentMethod,
+    /// ISO 4217 currency (`None` when voided).
+    pub currency: Option<String>,
+    /// How (`None` when voided).
+    pub payment_method: Option<PaymentMethod>,
     /// Where it is.
     pub status: PaymentStatus,
     /// Why the provider declined.
@@ -71,6 +79,9 @@ pub struct Payment {
     pub refunded_at: Option<DateTime<Utc>>,
 }
 
+/// Why a payment voided by an earlier refund charges nothing.
+pub const VOIDED: &str = "payment voided: the order was cancelled";
+
 /// The simulated payment provider: the `declined_card` test card is always declined,
 /// everything else is charged.
 fn provider_decline_reason(method: PaymentMethod) -> Option<String> {
@@ -80,7 +91,8 @@ fn provider_decline_reason(method: PaymentMethod) -> Option<String> {
 type Decision = persistence::Decision<Payment>;
 
 /// Charges the customer unless this saga's payment was already attempted, in which case the
-/// earlier outcome is repeated (never a second charge).
+/// earlier outcome is repeated (never a second charge), or voided by a refund that came first,
+/// in which case nothing is charged and the payment fails.
 pub(crate) fn process(
     existing: Option<Payment>,
     cmd: &ProcessPayment,
@@ -95,10 +107,10 @@ pub(crate) fn process(
                 payment_id: Uuid::now_v7(),
                 saga_id: cmd.saga.saga_id,
                 order_id: cmd.saga.order_id,
-                customer_id: cmd.customer_id.clone(),
+                customer_id: Some(cmd.customer_id.clone()),
                 amount: cmd.amount,
-                currency: cmd.currency.clone(),
-                payment_method: cmd.payment_method,
+                currency: Some(cmd.currency.clone()),
+                payment_method: Some(cmd.payment_method),
                 status: if decline_reason.is_some() { PaymentStatus::Declined } else { PaymentStatus::Charged },
                 decline_reason,
                 created_at: Utc::now(),
@@ -116,6 +128,9 @@ pub(crate) fn process(
             },
             ctx,
         )?,
+        PaymentStatus::Voided => {
+            Outgoing::message(source, &PaymentFailed { saga: cmd.saga, reason: VOIDED.to_owned() }, ctx)?
+        }
         PaymentStatus::Charged | PaymentStatus::Refunded => Outgoing::message(
             source,
             &PaymentProcessed { saga: cmd.saga, payment_id: payment.payment_id, amount: payment.amount },
@@ -125,8 +140,9 @@ pub(crate) fn process(
     Ok((changed.then_some(payment), reply))
 }
 
-/// Refunds this saga's charge; with nothing charged (no payment, declined, or already
-/// refunded) nothing more is given back.
+/// Refunds this saga's charge; with nothing charged (declined, already refunded, voided)
+/// nothing more is given back. With no payment at all, the payment is voided (a tombstone with
+/// nothing charged), so that a `ProcessPayment` arriving after this refund charges nothing.
 pub(crate) fn refund(
     existing: Option<Payment>,
     cmd: &RefundPayment,
@@ -141,10 +157,28 @@ pub(crate) fn refund(
             (Some(p), amount)
         }
         Some(p) if p.status == PaymentStatus::Refunded => (None, p.amount),
-        _ => (None, Decimal::ZERO),
+        Some(_) => (None, Decimal::ZERO),
+        None => (Some(voided(cmd)), Decimal::ZERO),
     };
     let reply = Outgoing::message(source, &PaymentRefunded { saga: cmd.saga, amount }, ctx)?;
     Ok((changed, reply))
+}
+
+/// The tombstone a refund leaves for a saga with no payment: only what the refund knows.
+fn voided(cmd: &RefundPayment) -> Payment {
+    Payment {
+        payment_id: Uuid::now_v7(),
+        saga_id: cmd.saga.saga_id,
+        order_id: cmd.saga.order_id,
+        customer_id: None,
+        amount: Decimal::ZERO,
+        currency: None,
+        payment_method: None,
+        status: PaymentStatus::Voided,
+        decline_reason: None,
+        created_at: Utc::now(),
+        refunded_at: None,
+    }
 }
 
 #[cfg(test)]
@@ -192,8 +226,51 @@ mod tests {
         assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, cmd.amount);
         let (again, _) = refund(Some(refunded), &refund_cmd, "/t", &ctx).expect("decide");
         assert!(again.is_none(), "no second refund");
-        let (none, reply) = refund(None, &refund_cmd, "/t", &ctx).expect("decide");
-        assert!(none.is_none());
+    }
+
+    #[test]
+    fn a_refund_before_any_charge_voids_the_payment_and_a_late_charge_takes_nothing() {
+        let cmd = charge(PaymentMethod::CreditCard);
+        let refund_cmd = RefundPayment { saga: cmd.saga };
+        let ctx = MessageContext::default();
+
+        let (tombstone, reply) = refund(None, &refund_cmd, "/t", &ctx).expect("decide");
+        let tombstone = tombstone.expect("a voided payment is recorded");
+        assert_eq!((tombstone.saga_id, tombstone.order_id), (cmd.saga.saga_id, cmd.saga.order_id));
+        assert_eq!((tombstone.status, tombstone.amount), (PaymentStatus::Voided, Decimal::ZERO));
+        assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, Decimal::ZERO);
+
+        let (late, reply) = process(Some(tombstone.clone()), &cmd, "/t", &ctx).expect("decide");
+        assert!(late.is_none(), "the tombstone stays; nothing is charged");
+        let failed = reply.envelope.decode::<PaymentFailed>().expect("the late charge fails");
+        assert_eq!((failed.saga, failed.reason.as_str()), (cmd.saga, VOIDED));
+
+        let (again, reply) = refund(Some(tombstone), &refund_cmd, "/t", &ctx).expect("decide");
+        assert!(again.is_none(), "a repeated refund leaves the tombstone as it is");
+        assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, Decimal::ZERO);
+    }
+
+    #[test]
+    fn a_charge_before_its_refund_is_charged_then_refunded_in_full() {
+        let cmd = charge(PaymentMethod::CreditCard);
+        let ctx = MessageContext::default();
+        let (charged, reply) = process(None, &cmd, "/t", &ctx).expect("decide");
+        assert!(reply.envelope.is::<PaymentProcessed>());
+        let charged = charged.expect("saved");
+        assert_eq!((charged.status, charged.amount), (PaymentStatus::Charged, cmd.amount));
+
+        let (refunded, reply) = refund(Some(charged), &RefundPayment { saga: cmd.saga }, "/t", &ctx).expect("decide");
+        assert_eq!(refunded.expect("saved").status, PaymentStatus::Refunded, "a charge is refunded, not voided");
+        assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, cmd.amount);
+    }
+
+    #[test]
+    fn a_declined_payment_is_not_voided_by_its_refund() {
+        let cmd = charge(PaymentMethod::DeclinedCard);
+        let ctx = MessageContext::default();
+        let (declined, _) = process(None, &cmd, "/t", &ctx).expect("decide");
+        let (changed, reply) = refund(declined, &RefundPayment { saga: cmd.saga }, "/t", &ctx).expect("decide");
+        assert!(changed.is_none(), "nothing to give back, and a tombstone is not needed");
         assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, Decimal::ZERO);
     }
 }

@@ -118,7 +118,7 @@ async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
     .bind(&p.customer_id)
     .bind(p.amount)
     .bind(&p.currency)
-    .bind(method_name(p.payment_method))
+    .bind(p.payment_method.map(method_name))
     .bind(p.status.as_str())
     .bind(&p.decline_reason)
     .bind(p.created_at)
@@ -134,7 +134,7 @@ fn method_name(m: PaymentMethod) -> String {
 
 fn decode(row: &sqlx::postgres::PgRow) -> Result<Payment, StoreError> {
     let status: String = row.try_get("status")?;
-    let method: String = row.try_get("payment_method")?;
+    let method: Option<String> = row.try_get("payment_method")?;
     Ok(Payment {
         payment_id: row.try_get("payment_id")?,
         saga_id: row.try_get("saga_id")?,
@@ -142,12 +142,109 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Payment, StoreError> {
         customer_id: row.try_get("customer_id")?,
         amount: row.try_get("amount")?,
         currency: row.try_get("currency")?,
-        payment_method: serde_json::from_value(serde_json::Value::String(method.clone()))
-            .map_err(|_| StoreError::Codec(format!("unknown payment method {method}")))?,
+        payment_method: method
+            .map(|m| {
+                serde_json::from_value(serde_json::Value::String(m.clone()))
+                    .map_err(|_| StoreError::Codec(format!("unknown payment method {m}")))
+            })
+            .transpose()?,
         status: PaymentStatus::parse(&status)
             .ok_or_else(|| StoreError::Codec(format!("unknown payment status {status}")))?,
         decline_reason: row.try_get("decline_reason")?,
         created_at: row.try_get("created_at")?,
         refunded_at: row.try_get("refunded_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use contracts::{
+        SagaRef,
+        payment::{PaymentFailed, PaymentRefunded},
+    };
+    use messaging::BusError;
+    use persistence::{OutboxSink, OutboxStore, memory::MemoryStore, pg};
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    /// The messages a store's outbox holds, drained in order.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Envelope>>);
+
+    #[async_trait]
+    impl OutboxSink for Recorder {
+        async fn deliver(&self, _channel: &str, envelope: &Envelope) -> Result<(), BusError> {
+            self.0.lock().expect("recorder").push(envelope.clone());
+            Ok(())
+        }
+    }
+
+    /// A payment store and its outbox, in memory or in a fresh PostgreSQL database.
+    async fn store(postgres: bool) -> (PaymentStore, Arc<dyn OutboxStore>) {
+        if !postgres {
+            let memory = Arc::new(MemoryStore::default());
+            let outbox: Arc<dyn OutboxStore> = memory.outbox();
+            return (PaymentStore::new(Storage::Memory(memory)), outbox);
+        }
+        let url = kit::testing::fresh_database().await;
+        let pool = pg::connect(&url, SERVICE, 2).await.expect("connect");
+        pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        let outbox: Arc<dyn OutboxStore> = Arc::new(pg::PgOutbox::new(pool.clone(), SERVICE));
+        (PaymentStore::new(Storage::Postgres { pool, schema: SERVICE }), outbox)
+    }
+
+    async fn replies(outbox: &dyn OutboxStore) -> Vec<Envelope> {
+        let recorder = Recorder::default();
+        outbox.relay(100, &recorder).await.expect("relay");
+        recorder.0.into_inner().expect("recorder")
+    }
+
+    async fn a_charge_after_its_refund_is_refused_and_the_void_kept(postgres: bool) {
+        let backend = if postgres { "postgres" } else { "memory" };
+        let (store, outbox) = store(postgres).await;
+        let ctx = MessageContext::default();
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let refund = RefundPayment { saga };
+        let charge = ProcessPayment {
+            saga,
+            customer_id: "customer-1".into(),
+            amount: Decimal::new(120_000, 2),
+            currency: "USD".into(),
+            payment_method: PaymentMethod::CreditCard,
+        };
+
+        let message = Envelope::from_message("/t", &refund, &ctx).expect("envelope");
+        store.refund(&message, &refund, "/t", &ctx).await.expect("refund");
+        let voided = store.for_order(saga.order_id).await.expect("read").expect("a tombstone");
+        assert_eq!((voided.status, voided.amount), (PaymentStatus::Voided, Decimal::ZERO), "{backend}");
+        assert_eq!((voided.customer_id.as_deref(), voided.payment_method), (None, None), "{backend}");
+
+        let late = Envelope::from_message("/t", &charge, &ctx).expect("envelope");
+        store.process(&late, &charge, "/t", &ctx).await.expect("process");
+        let after = store.for_order(saga.order_id).await.expect("read").expect("the tombstone");
+        assert_eq!(after, voided, "{backend}: the late charge wrote nothing");
+
+        let sent = replies(&*outbox).await;
+        assert_eq!(sent.len(), 2, "{backend}: {sent:?}");
+        assert_eq!(
+            sent[0].decode::<PaymentRefunded>().expect("refunded"),
+            PaymentRefunded { saga, amount: Decimal::ZERO }
+        );
+        let failed = sent[1].decode::<PaymentFailed>().expect("the late charge fails");
+        assert_eq!(failed, PaymentFailed { saga, reason: domain::VOIDED.to_owned() }, "{backend}");
+    }
+
+    #[tokio::test]
+    async fn memory_a_charge_after_its_refund_is_refused_and_the_void_kept() {
+        a_charge_after_its_refund_is_refused_and_the_void_kept(false).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_a_charge_after_its_refund_is_refused_and_the_void_kept() {
+        a_charge_after_its_refund_is_refused_and_the_void_kept(true).await;
+    }
 }
