@@ -78,10 +78,19 @@ impl ServiceContext {
         serve(listener, services, self.shutdown.clone()).await.map_err(StartError::at("http", "serving"))?;
         self.shutdown.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        // Consumers finish the message in hand, relays flush the outbox (bounded by their
+        // own timeouts); a task that still hangs must not keep the process alive forever.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not finish in time; exiting anyway");
+        } else {
+            tracing::info!("shutdown complete: requests answered, consumers stopped, outbox flushed");
+        }
         Ok(())
     }
 }
+
+/// How long shutdown waits for background tasks after the HTTP server has drained.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A service could not start; says which service, at which stage, and why.
 #[derive(Debug, thiserror::Error)]
