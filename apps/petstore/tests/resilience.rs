@@ -96,3 +96,52 @@ async fn a_service_stopped_with_sigterm_finishes_its_work_exits_cleanly_and_lose
         assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1", id).await, 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_that_never_answers_fails_the_saga_and_is_dead_lettered_for_replay() {
+    let mut cluster = Cluster::start_with_env(&[
+        ("PETSTORE__SERVICES__ORCHESTRATOR__STEP_TIMEOUT_MS", "1500"),
+        ("PETSTORE__SERVICES__ORCHESTRATOR__DEADLINE_CHECK_MS", "200"),
+    ])
+    .await;
+    cluster.kill("payment").await;
+    let (status, placed) = cluster.place_order("frank", "ragdoll-015", "credit_card").await;
+    assert_eq!(status, 202, "{placed}");
+    let order_id = placed["order_id"].as_str().expect("order_id").to_owned();
+
+    // The charge goes unanswered three times, then its refund five times: the saga fails.
+    let saga = cluster.wait_for_saga_end(&order_id, "frank", SAGA_LIMIT).await;
+    assert_eq!(saga["status"], "failed", "{saga}");
+    assert!(saga["reason"].as_str().is_some_and(|r| r.contains("could not refund")), "{saga}");
+    let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("metrics");
+    assert!(metrics.text().await.expect("text").contains("petstore_sagas_ended_total{outcome=\"failed\"} 1"));
+
+    // The refund that could not be done waits in the dead letters, with why and how often.
+    let letter: Value = cluster
+        .eventually("the failed refund in GET /admin/dlq", SAGA_LIMIT, || async {
+            let (status, listed) = cluster.get_json("orchestrator", "/admin/dlq?channel=payment-commands", "ops").await;
+            (status == 200).then_some(())?;
+            listed["items"].as_array()?.first().cloned()
+        })
+        .await;
+    assert_eq!(letter["group"], "payment", "{letter}");
+    assert_eq!(letter["attempts"], 5, "{letter}");
+    assert!(letter["error"].as_str().is_some_and(|e| e.contains("could not refund")), "{letter}");
+
+    // The payment service comes back and works through its backlog (one charge, one refund);
+    // replaying the letter sends the refund once more, which gives back nothing more.
+    cluster.restart("payment").await;
+    let id = letter["id"].as_str().expect("id");
+    let replay = cluster.http.post(cluster.url("orchestrator", &format!("/admin/dlq/{id}/replay"))).send().await;
+    assert_eq!(replay.expect("replay").status(), 202);
+    let order_uuid = uuid::Uuid::parse_str(&order_id).expect("uuid");
+    cluster
+        .eventually("the charge to be taken and refunded", SAGA_LIMIT, || async {
+            let refunded = cluster
+                .count("SELECT count(*) FROM payment.payments WHERE order_id = $1 AND status = 'refunded'", order_uuid)
+                .await;
+            (refunded == 1).then_some(())
+        })
+        .await;
+    assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1", order_uuid).await, 1);
+}

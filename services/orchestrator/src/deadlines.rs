@@ -12,13 +12,19 @@ use persistence::StoreError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{SagaStore, record};
+use crate::{Outcomes, SagaStore};
 
 /// Sagas looked at per check (the oldest first); more wait for the next check.
 const BATCH: i64 = 100;
 
 /// Runs the deadline check until `shutdown`.
-pub async fn watch(store: SagaStore, step_timeout: Duration, every: Duration, shutdown: CancellationToken) {
+pub(crate) async fn watch(
+    store: SagaStore,
+    outcomes: Outcomes,
+    step_timeout: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let timeout = chrono::Duration::from_std(step_timeout).unwrap_or(chrono::Duration::MAX);
     loop {
         tokio::select! {
@@ -44,7 +50,7 @@ pub async fn watch(store: SagaStore, step_timeout: Duration, every: Duration, sh
                                 .increment(1);
                         }
                     }
-                    record(&advanced.saga, &advanced.events, advanced.saga.correlation_id.as_deref());
+                    outcomes.observe(&advanced.saga, &advanced.events, advanced.saga.correlation_id.as_deref()).await;
                 }
                 Ok(None) => {}
                 // A reply or another orchestrator moved the saga meanwhile: nothing is due.

@@ -22,6 +22,8 @@ use tracing::{info, warn};
 pub use api::router;
 pub use store::{SagaState, SagaStore};
 
+use dead_letters::DeadLetterStore;
+
 /// The service's name: its schema, consumer group and CloudEvents source.
 pub const SERVICE: &str = "orchestrator";
 
@@ -40,19 +42,22 @@ const INPUTS: [&str; 5] = [
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, SagaState::default).await?;
     let store = SagaStore::new(storage.clone(), bus.source());
+    let letters = DeadLetterStore::new(&storage, bus.clone());
+    let outcomes = Outcomes { dead_letters: letters.clone(), source: bus.source().to_owned() };
     for channel in INPUTS {
-        bus.subscribe(channel, SERVICE, SagaHandler { store: store.clone() })
+        bus.subscribe(channel, SERVICE, SagaHandler { store: store.clone(), outcomes: outcomes.clone() })
             .await
             .map_err(StartError::at(SERVICE, "subscribing"))?;
     }
     let deadlines = &ctx.settings.services.orchestrator;
     ctx.tasks.spawn(deadlines::watch(
         store.clone(),
+        outcomes,
         Duration::from_millis(deadlines.step_timeout_ms),
         Duration::from_millis(deadlines.deadline_check_ms),
         ctx.shutdown.clone(),
     ));
-    let dead_letters = dead_letters::start(ctx, &storage, &bus).await?;
+    let dead_letters = dead_letters::start(ctx, &letters, &bus).await?;
     Ok(Service {
         name: SERVICE,
         router: router(store).merge(dead_letters),
@@ -60,19 +65,37 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     })
 }
 
+/// What follows a saga transition besides its log: metrics and logs, and a dead letter when
+/// the saga failed.
+#[derive(Clone)]
+struct Outcomes {
+    dead_letters: DeadLetterStore,
+    source: String,
+}
+
+impl Outcomes {
+    async fn observe(&self, saga: &Saga, events: &[SagaEvent], correlation_id: Option<&str>) {
+        record(saga, events, correlation_id);
+        if events.iter().any(|e| matches!(e, SagaEvent::Failed { .. })) {
+            dead_letters::saga_failed(&self.dead_letters, saga, &self.source).await;
+        }
+    }
+}
+
 /// Moves sagas on new orders and participants' replies.
 struct SagaHandler {
     store: SagaStore,
+    outcomes: Outcomes,
 }
 
 #[async_trait]
 impl Handler for SagaHandler {
     async fn handle(&self, message: Envelope) -> Result<(), HandlerError> {
-        handle(&self.store, message).await
+        handle(&self.store, &self.outcomes, message).await
     }
 }
 
-async fn handle(store: &SagaStore, message: Envelope) -> Result<(), HandlerError> {
+async fn handle(store: &SagaStore, outcomes: &Outcomes, message: Envelope) -> Result<(), HandlerError> {
     let advanced = if message.is::<OrderCreated>() {
         let order = message.decode::<OrderCreated>()?;
         let details = order.order.clone();
@@ -97,7 +120,7 @@ async fn handle(store: &SagaStore, message: Envelope) -> Result<(), HandlerError
         return Ok(());
     };
     let Some(advanced) = advanced.map_err(HandlerError::retriable)? else { return Ok(()) };
-    record(&advanced.saga, &advanced.events, message.correlation_id.as_deref());
+    outcomes.observe(&advanced.saga, &advanced.events, message.correlation_id.as_deref()).await;
     Ok(())
 }
 

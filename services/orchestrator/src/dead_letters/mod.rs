@@ -15,13 +15,14 @@ use axum::Router;
 use chrono::Utc;
 use contracts::channels;
 use kit::{ServiceContext, StartError};
-use messaging::{Bus, DeadLetter, Envelope, Handler, HandlerError};
-use persistence::{Storage, StoreError};
+use messaging::{Bus, DeadLetter, Envelope, Handler, HandlerError, MessageContext};
+use persistence::StoreError;
+use saga::{Command, Saga, StepStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::SERVICE;
-use store::DeadLetterStore;
+pub use store::DeadLetterStore;
 
 /// How often the gauges are refreshed besides after each stored letter and replay (several
 /// orchestrators share the table, and the oldest letter's age grows on its own).
@@ -29,8 +30,8 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 /// Collects the dead letters of every contract channel into the service's storage, keeps
 /// the gauges, and returns the `/admin/dlq` routes.
-pub async fn start<S>(ctx: &ServiceContext, storage: &Storage<S>, bus: &Bus) -> Result<Router, StartError> {
-    let store = DeadLetterStore::new(storage, bus.clone());
+pub async fn start(ctx: &ServiceContext, store: &DeadLetterStore, bus: &Bus) -> Result<Router, StartError> {
+    let store = store.clone();
     // Exported from the start, so that dashboards and alerts see 0 rather than nothing.
     for channel in channels::ALL {
         set_gauges(channel, 0, 0.0);
@@ -42,6 +43,44 @@ pub async fn start<S>(ctx: &ServiceContext, storage: &Storage<S>, bus: &Bus) -> 
     }
     ctx.tasks.spawn(refresh_periodically(store.clone(), ctx.shutdown.clone()));
     Ok(api::router(store))
+}
+
+/// Dead-letters a saga that ended `failed`: the compensation that could not be done is stored
+/// as a letter of its command channel (error: the saga's reason, attempts: the compensation's
+/// sends, group: the participant), so an operator sees it in `GET /admin/dlq` and can send it
+/// again once the participant is fixed. Written after the saga's transaction; a failure to
+/// store it is logged (the saga's `failed` status, metric and log stay the loud signal).
+pub async fn saga_failed(store: &DeadLetterStore, saga: &Saga, source: &str) {
+    let Some(step) =
+        saga.steps.iter().find(|s| matches!(s.status, StepStatus::CompensationFailed | StepStatus::Compensating))
+    else {
+        return;
+    };
+    let ctx = MessageContext { correlation_id: saga.correlation_id.clone(), ..MessageContext::default() };
+    let command = match crate::commands::message_for(saga, Command::Compensate(step.step), source, &ctx) {
+        Ok(Some(command)) => command,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(saga_id = %saga.saga_id, error = %e, "could not build the failed compensation's dead letter");
+            return;
+        }
+    };
+    let group = command.channel.strip_suffix("-commands").unwrap_or(&command.channel).to_owned();
+    let letter = DeadLetter {
+        error: saga.reason.clone().unwrap_or_else(|| "compensation failed".to_owned()),
+        attempts: step.compensation_attempts,
+        channel: command.channel.clone(),
+        group,
+        dead_lettered_at: Some(Utc::now()),
+        message: command.envelope,
+    };
+    match store.record(&letter).await {
+        Ok(_) => {
+            warn!(saga_id = %saga.saga_id, message_id = %letter.message.id, channel = %letter.channel, "failed saga's compensation dead-lettered");
+            refresh_after_change(store).await;
+        }
+        Err(e) => warn!(saga_id = %saga.saga_id, error = %e, "could not store the failed saga's dead letter"),
+    }
 }
 
 /// Stores each dead letter it is handed.
