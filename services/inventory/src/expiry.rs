@@ -47,8 +47,8 @@ async fn sweep(store: &InventoryStore, cache: &CatalogCache, source: &str) {
     metrics::counter!("petstore_reservations_expired_total").increment(released.len() as u64);
     for expiry in &released {
         let pet_id = &expiry.pet.pet_id;
-        warn!(%pet_id, saga_id = %expiry.saga.saga_id, order_id = %expiry.saga.order_id,
-            "reservation expired: the pet is available again");
+        let (saga_id, order_id) = (expiry.saga.saga_id, expiry.saga.order_id);
+        warn!(%pet_id, %saga_id, %order_id, "reservation expired: the pet is available again");
         cache.invalidate(pet_id).await;
     }
 }
