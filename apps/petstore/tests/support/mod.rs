@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod otlp;
+pub mod proxy;
 
 use std::{
     collections::HashMap,
@@ -83,7 +84,7 @@ impl Cluster {
         Self::start_full("", "", env).await
     }
 
-    async fn start_full(messaging_extra: &str, top_extra: &str, env: &[(&str, &str)]) -> Cluster {
+    pub async fn start_full(messaging_extra: &str, top_extra: &str, env: &[(&str, &str)]) -> Cluster {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let server_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
         let db_name = format!("e2e_{id}");
