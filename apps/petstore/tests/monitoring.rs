@@ -54,6 +54,8 @@ const CATALOGUE: &[&str] = &[
     "petstore_circuit_breaker_rejections_total",
     // idempotency (order)
     "petstore_idempotent_replays_total",
+    // reservations (inventory)
+    "petstore_reservations_expired_total",
     // catalog cache (inventory)
     "petstore_cache_requests_total",
     "petstore_cache_errors_total",
