@@ -75,6 +75,7 @@ const ABSENT_WHEN_HEALTHY: &[&str] = &[
     "petstore_circuit_breaker_transitions_total", // a breaker opened
     "petstore_circuit_breaker_rejections_total",  // an open breaker refused a call
     "petstore_idempotent_replays_total",          // a client repeated an Idempotency-Key
+    "petstore_reservations_expired_total",        // a saga held a pet past its reservation's TTL
 ];
 
 /// Series Prometheus makes itself rather than scrapes.
