@@ -174,9 +174,21 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
         assert!(Instant::now() < deadline, "{open} sagas did not end within {SETTLE_LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Let the last replies and notices land (the order status and notifications follow the
-    // saga's end through the outbox).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The order service hears of each end through the saga's ApproveOrder/RejectOrder, just
+    // after: wait until no accepted order is still pending.
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orders.orders WHERE order_id = ANY($1) AND status = 'pending'")
+                .bind(&ids)
+                .fetch_one(&cluster.db)
+                .await
+                .expect("count pending orders");
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} orders still pending after their sagas ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let db = &cluster.db;
     let rows = sqlx::query(

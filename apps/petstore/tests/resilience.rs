@@ -51,8 +51,13 @@ async fn a_payment_that_never_answers_is_sent_again_then_compensated_and_nothing
     assert!(payments <= 1 && charged == 0, "at most one payment and nothing left charged");
     let (_, pet) = cluster.get_json("inventory", "/pets/siamese-cat-012", "erin").await;
     assert_eq!(pet["status"], "available", "the reservation was released: {pet}");
-    let (_, order) = cluster.get_json("order", &format!("/orders/{order_id}"), "erin").await;
-    assert_eq!(order["status"], "cancelled", "{order}");
+    // The order hears of the end through the saga's RejectOrder, just after.
+    cluster
+        .eventually("the order to be cancelled", SAGA_LIMIT, || async {
+            let (_, order) = cluster.get_json("order", &format!("/orders/{order_id}"), "erin").await;
+            (order["status"] == "cancelled").then_some(())
+        })
+        .await;
     let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("metrics");
     let metrics = metrics.text().await.expect("text");
     assert!(
