@@ -184,7 +184,17 @@ async fn metrics_count_a_completed_and_a_compensated_saga() {
     }
 
     // Sagas: two started, one of each outcome, a duration each, and the steps they ran.
-    let orchestrator = scrape(&cluster, "orchestrator").await;
+    // The last commands (ApproveOrder, RejectOrder) may still be on their way out of the
+    // outbox: scrape once the relay has counted everything the bus published.
+    let orchestrator = cluster
+        .eventually("the orchestrator's outbox to drain", SAGA_LIMIT, || async {
+            let text = scrape(&cluster, "orchestrator").await;
+            let published = sample(&text, "petstore_messages_published_total", &[("outcome", "ok")]);
+            let relayed = sample(&text, "petstore_outbox_relayed_total", &[("service", "orchestrator")]);
+            let backlog = sample(&text, "petstore_outbox_backlog_messages", &[("service", "orchestrator")]);
+            (published == relayed && backlog == 0.0).then_some(text)
+        })
+        .await;
     let o = |name: &str, labels: &[(&str, &str)]| sample(&orchestrator, name, labels);
     assert_eq!(o("petstore_sagas_started_total", &[]), 2.0, "{orchestrator}");
     assert_eq!(o("petstore_sagas_ended_total", &[("outcome", "completed")]), 1.0);
