@@ -168,3 +168,17 @@ pub trait Consumer: Send + 'static {
     /// Leaves the group. Unacknowledged deliveries go to another consumer of the group.
     async fn close(self: Box<Self>);
 }
+
+/// Refuses [`StartFrom::Time`] on a backend that keeps nothing published before a group
+/// existed, so there is nothing to seek in.
+#[cfg(any(feature = "rabbitmq", feature = "sns"))]
+pub(crate) fn refuse_time_start(backend: &'static str, channel: &str, start: StartFrom) -> Result<(), BusError> {
+    match start {
+        StartFrom::Time(_) => Err(BusError::Unsupported {
+            backend,
+            pattern: "starting from a point in time",
+            channel: channel.to_owned(),
+        }),
+        StartFrom::Earliest | StartFrom::Latest => Ok(()),
+    }
+}

@@ -29,6 +29,8 @@ pub mod middleware;
 mod redact;
 #[cfg(any(feature = "memory", feature = "rabbitmq", feature = "redis", feature = "sns"))]
 mod sync;
+#[cfg(all(test, any(feature = "rabbitmq", feature = "redis")))]
+mod test_support;
 pub mod trace;
 
 #[cfg(feature = "kafka")]

@@ -317,14 +317,7 @@ impl Backend for RabbitMqBackend {
     }
 
     async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError> {
-        if let crate::StartFrom::Time(_) = options.start {
-            // Nothing published before a group existed is kept: there is nothing to seek in.
-            return Err(BusError::Unsupported {
-                backend: NAME,
-                pattern: "starting from a point in time",
-                channel: channel.to_owned(),
-            });
-        }
+        crate::backend::refuse_time_start(NAME, channel, options.start)?;
         let exchange = exchange_name(channel)?;
         let queue = options.group.as_deref().map(|group| group_queue_name(channel, group)).transpose()?;
         let consumer = subscriber::RabbitMqConsumer::open(self.shared.clone(), exchange, queue).await?;

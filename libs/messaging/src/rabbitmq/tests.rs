@@ -20,7 +20,7 @@ use lapin::{
 use super::*;
 use crate::{
     Bus, BusError, Consumer, Delivery, MessageContext, MessagingConfig, StartFrom, StreamOptions,
-    rabbitmq::publisher::properties, rabbitmq::subscriber::decode,
+    rabbitmq::publisher::properties, rabbitmq::subscriber::decode, test_support::receive_n,
 };
 
 fn envelope(label: &str) -> Envelope {
@@ -50,20 +50,6 @@ async fn backend(config: RabbitMqConfig) -> RabbitMqBackend {
 
 fn group(name: &str) -> SubscribeOptions {
     SubscribeOptions { group: Some(name.to_owned()), start: StartFrom::Earliest }
-}
-
-/// Receives (without acknowledging) until `count` deliveries are in hand.
-async fn receive_n(consumer: &mut Box<dyn Consumer>, count: usize) -> Vec<Delivery> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut got = Vec::new();
-    while got.len() < count {
-        let batch = tokio::time::timeout_at(deadline, consumer.receive(count - got.len(), Duration::ZERO))
-            .await
-            .unwrap_or_else(|_| panic!("{count} messages within 10 s, got {}", got.len()))
-            .expect("receive");
-        got.extend(batch);
-    }
-    got
 }
 
 /// Asserts that nothing arrives for a while.

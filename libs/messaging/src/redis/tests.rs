@@ -13,7 +13,7 @@ use super::{
     subscriber::{RELEASED, decode, read_reply},
     *,
 };
-use crate::{Bus, Delivery, HandlerError, MessageContext, MessagingConfig};
+use crate::{Bus, Delivery, HandlerError, MessageContext, MessagingConfig, test_support::receive_n};
 
 fn envelope(label: &str) -> Envelope {
     let message = contracts::inventory::GetPetStatus { pet_id: label.to_owned() };
@@ -53,20 +53,6 @@ fn group(name: &str) -> SubscribeOptions {
 /// Runs a command on the backend's shared connection.
 async fn run(backend: &RedisBackend, cmd: &mut ::redis::Cmd) -> Value {
     backend.shared.run(cmd, || "test command".to_owned()).await.expect("test command")
-}
-
-/// Receives (without acknowledging) until `count` deliveries are in hand.
-async fn receive_n(consumer: &mut Box<dyn Consumer>, count: usize) -> Vec<Delivery> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut got = Vec::new();
-    while got.len() < count {
-        let batch = tokio::time::timeout_at(deadline, consumer.receive(count - got.len(), Duration::ZERO))
-            .await
-            .unwrap_or_else(|_| panic!("{count} messages within 10 s, got {}", got.len()))
-            .expect("receive");
-        got.extend(batch);
-    }
-    got
 }
 
 /// Asserts that nothing arrives for a while.

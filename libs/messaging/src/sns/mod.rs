@@ -420,14 +420,7 @@ impl Backend for SnsBackend {
     }
 
     async fn subscribe(&self, channel: &str, options: SubscribeOptions) -> Result<Box<dyn Consumer>, BusError> {
-        if let crate::StartFrom::Time(_) = options.start {
-            // Nothing published before a group existed is kept: there is nothing to seek in.
-            return Err(BusError::Unsupported {
-                backend: NAME,
-                pattern: "starting from a point in time",
-                channel: channel.to_owned(),
-            });
-        }
+        crate::backend::refuse_time_start(NAME, channel, options.start)?;
         if let Some(group) = &options.group {
             let url = self.group_queue(channel, group).await?;
             return Ok(Box::new(SqsConsumer::new(self.queue(channel, url), None)));
