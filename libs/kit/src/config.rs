@@ -106,6 +106,9 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pool size per service.
     pub max_connections: u32,
+    /// Longest a statement may run (PostgreSQL's `statement_timeout`, lock waits included):
+    /// a stuck query fails and its handler is retried instead of holding a connection forever.
+    pub statement_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -113,6 +116,7 @@ impl std::fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &"<redacted>")
             .field("max_connections", &self.max_connections)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
             .finish()
     }
 }
@@ -263,6 +267,9 @@ impl Settings {
         if self.database.max_connections == 0 {
             return err("database.max_connections", "must be at least 1");
         }
+        if self.database.statement_timeout_ms == 0 {
+            return err("database.statement_timeout_ms", "must be at least 1");
+        }
         if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
             return err("tracing.sample_ratio", "must be between 0.0 and 1.0");
         }
@@ -323,6 +330,7 @@ mod tests {
             ("http: { colour: blue }", "colour"),
             ("storage: floppy", "storage"),
             ("database: { max_connections: 0 }", "database.max_connections"),
+            ("database: { statement_timeout_ms: 0 }", "database.statement_timeout_ms"),
             ("tracing: { sample_ratio: 1.5 }", "tracing.sample_ratio"),
             ("services: { inventory: { reservation_ttl_ms: 0 } }", "services.inventory.reservation_ttl_ms"),
             ("services: { inventory: { reservation_sweep_ms: 0 } }", "services.inventory.reservation_sweep_ms"),

@@ -21,10 +21,17 @@ use crate::{DomainEvent, OutboxSink, OutboxStore, Outgoing, Recorded, StoreError
 /// Migrations every service schema gets: outbox, inbox, audit log.
 static COMMON: Migrator = sqlx::migrate!("../../db/common");
 
-/// Opens a pool whose connections work in `schema`.
-pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+/// Opens a pool whose connections work in `schema` and cancel any statement that runs longer
+/// than `statement_timeout`.
+pub async fn connect(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> Result<PgPool, StoreError> {
+    let timeout = format!("{}ms", statement_timeout.as_millis().max(1));
     let options = PgConnectOptions::from_str(url)?
-        .options([("search_path", schema)])
+        .options([("search_path", schema), ("statement_timeout", timeout.as_str())])
         .application_name(&format!("petstore-{schema}"));
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)

@@ -1,7 +1,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use messaging::{Bus, BusError, Envelope};
+use messaging::{Bus, BusError, Envelope, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -54,6 +54,12 @@ impl OutboxSink for Measured {
 const BATCH: usize = 200;
 const POLL: Duration = Duration::from_millis(500);
 
+/// Backoff after a failed relay round: exponential from 100 ms with jitter, capped at five
+/// seconds, so that replicas whose broker went away do not retry in lockstep. The relay never
+/// gives up (`max_attempts` is not consulted): the messages wait in the outbox.
+const RELAY_BACKOFF: RetryPolicy =
+    RetryPolicy { max_attempts: u32::MAX, initial_backoff_ms: 100, max_backoff_ms: 5_000 };
+
 /// Publishes outbox messages until `shutdown` fires, then flushes what is left (for at most
 /// five seconds). A failing transport is retried with backoff; nothing is dropped.
 pub async fn run_relay(
@@ -91,7 +97,7 @@ pub async fn run_relay(
             }
             Err(e) => {
                 failures += 1;
-                let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
+                let backoff = RELAY_BACKOFF.backoff(failures);
                 warn!(error = %e, ?backoff, "outbox relay failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => break,

@@ -87,7 +87,8 @@ impl<S: Send + 'static> Storage<S> {
             StorageKind::Memory => Ok(Self::Memory(Arc::new(MemoryStore::new(initial())))),
             StorageKind::Postgres => {
                 let db = &ctx.settings.database;
-                let pool = pg::connect(&db.url, schema, db.max_connections).await?;
+                let timeout = std::time::Duration::from_millis(db.statement_timeout_ms);
+                let pool = pg::connect(&db.url, schema, db.max_connections, timeout).await?;
                 pg::migrate(&pool, schema, migrator).await?;
                 Ok(Self::Postgres { pool, schema })
             }

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
+const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const THINGS: pg::EventTable = pg::EventTable::new("thing_events");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +29,7 @@ impl DomainEvent for Renamed {
 
 async fn schema() -> PgPool {
     let url = kit::testing::fresh_database().await;
-    let pool = pg::connect(&url, "things", 4).await.expect("connect");
+    let pool = pg::connect(&url, "things", 4, STATEMENT_TIMEOUT).await.expect("connect");
     pg::migrate(&pool, "things", &MIGRATOR).await.expect("migrate");
     pool
 }
@@ -50,6 +51,17 @@ async fn two_writers_of_one_version_conflict_and_the_loser_changes_nothing() {
     assert!(matches!(err, StoreError::Conflict { expected: 0, .. }), "{err}");
     let history = THINGS.load::<Renamed>(&mut conn, id).await.expect("load");
     assert_eq!(history.iter().map(|r| (r.version, r.event.name.as_str())).collect::<Vec<_>>(), [(1, "a")]);
+}
+
+#[tokio::test]
+async fn a_statement_running_past_the_timeout_is_cancelled_and_the_connection_stays_usable() {
+    let pool = schema().await;
+    let started = std::time::Instant::now();
+    let err = sqlx::query("SELECT pg_sleep(10)").execute(&pool).await.expect_err("cancelled by statement_timeout");
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("the pool still works");
+    assert_eq!(one, 1);
 }
 
 #[tokio::test]

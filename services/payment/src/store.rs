@@ -191,7 +191,7 @@ mod tests {
             return (PaymentStore::new(Storage::Memory(memory)), outbox);
         }
         let url = kit::testing::fresh_database().await;
-        let pool = pg::connect(&url, SERVICE, 2).await.expect("connect");
+        let pool = pg::connect(&url, SERVICE, 2, std::time::Duration::from_secs(5)).await.expect("connect");
         pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
         let outbox: Arc<dyn OutboxStore> = Arc::new(pg::PgOutbox::new(pool.clone(), SERVICE));
         (PaymentStore::new(Storage::Postgres { pool, schema: SERVICE }), outbox)
