@@ -48,12 +48,15 @@ const CATALOGUE: &[&str] = &[
     "petstore_outbox_backlog_messages",
     "petstore_outbox_relayed_total",
     "petstore_outbox_relay_latency_seconds",
-    // circuit breakers (kit; inventory's catalog_cache, order's inventory_queries)
+    // circuit breakers (kit; inventory's catalog_cache, order's inventory_queries, payment's
+    // payment_provider)
     "petstore_circuit_breaker_state",
     "petstore_circuit_breaker_transitions_total",
     "petstore_circuit_breaker_rejections_total",
     // idempotency (order)
     "petstore_idempotent_replays_total",
+    // payment provider (payment)
+    "petstore_payment_provider_calls_total",
     // reservations (inventory)
     "petstore_reservations_expired_total",
     // catalog cache (inventory)

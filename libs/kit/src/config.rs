@@ -40,6 +40,38 @@ pub struct Settings {
     pub messaging: MessagingConfig,
     /// Per-service settings.
     pub services: ServicesSettings,
+    /// Circuit breakers and other protections shared by every service.
+    pub resilience: ResilienceSettings,
+}
+
+/// `resilience`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResilienceSettings {
+    /// Every circuit breaker (catalog cache, inventory queries, payment provider).
+    pub circuit_breaker: BreakerConfig,
+}
+
+/// `resilience.circuit_breaker`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open a breaker.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before it lets a probe through.
+    pub open_for_ms: u64,
+    /// Calls let through at once while half-open.
+    pub half_open_probes: u32,
+}
+
+impl From<BreakerConfig> for crate::resilience::BreakerSettings {
+    fn from(c: BreakerConfig) -> Self {
+        Self {
+            failure_threshold: c.failure_threshold,
+            open_for: std::time::Duration::from_millis(c.open_for_ms),
+            half_open_probes: c.half_open_probes,
+        }
+    }
 }
 
 /// `log`.
@@ -152,7 +184,7 @@ pub struct ServicesSettings {
     /// The order service.
     pub order: OrderSettings,
     /// The payment service.
-    pub payment: PortSettings,
+    pub payment: PaymentSettings,
     /// The delivery service.
     pub delivery: DeliverySettings,
     /// The inventory service.
@@ -192,6 +224,33 @@ pub struct OrderSettings {
     pub port: u16,
     /// How long `POST /orders` waits for the inventory to describe the pet.
     pub pet_lookup_timeout_ms: u64,
+}
+
+/// `services.payment`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// Its own HTTP port when run as a separate process.
+    pub port: u16,
+    /// The payment provider every charge is authorized by.
+    pub provider: ProviderSettings,
+}
+
+/// `services.payment.provider`: how the provider is called, and how the built-in simulated
+/// provider behaves (it declines the `declined_card` test card and can be made slow or
+/// flaky to watch the circuit breaker work).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Longest one call may take; a slower call counts as a failure.
+    pub timeout_ms: u64,
+    /// Calls per charge, the first included, with exponential backoff and jitter between them;
+    /// when all fail the payment is declined as "payment provider unavailable".
+    pub max_attempts: u32,
+    /// Simulated provider: how long each authorization takes.
+    pub latency_ms: u64,
+    /// Simulated provider: the share of calls that fail as in an outage (0.0–1.0).
+    pub failure_rate: f64,
 }
 
 /// `services.inventory`.
@@ -292,6 +351,26 @@ impl Settings {
         if self.services.orchestrator.deadline_check_ms == 0 {
             return err("services.orchestrator.deadline_check_ms", "must be at least 1");
         }
+        let provider = &self.services.payment.provider;
+        if provider.timeout_ms == 0 {
+            return err("services.payment.provider.timeout_ms", "must be at least 1");
+        }
+        if provider.max_attempts == 0 {
+            return err("services.payment.provider.max_attempts", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&provider.failure_rate) {
+            return err("services.payment.provider.failure_rate", "must be between 0.0 and 1.0");
+        }
+        let breaker = &self.resilience.circuit_breaker;
+        if breaker.failure_threshold == 0 {
+            return err("resilience.circuit_breaker.failure_threshold", "must be at least 1");
+        }
+        if breaker.open_for_ms == 0 {
+            return err("resilience.circuit_breaker.open_for_ms", "must be at least 1");
+        }
+        if breaker.half_open_probes == 0 {
+            return err("resilience.circuit_breaker.half_open_probes", "must be at least 1");
+        }
         if self.cache.ttl_secs == 0 {
             return err("cache.ttl_secs", "must be at least 1");
         }
@@ -331,6 +410,13 @@ mod tests {
             ("storage: floppy", "storage"),
             ("database: { max_connections: 0 }", "database.max_connections"),
             ("database: { statement_timeout_ms: 0 }", "database.statement_timeout_ms"),
+            ("services: { payment: { provider: { failure_rate: 2 } } }", "services.payment.provider.failure_rate"),
+            ("services: { payment: { provider: { max_attempts: 0 } } }", "services.payment.provider.max_attempts"),
+            (
+                "resilience: { circuit_breaker: { failure_threshold: 0 } }",
+                "resilience.circuit_breaker.failure_threshold",
+            ),
+            ("resilience: { circuit_breaker: { open_for_ms: 0 } }", "resilience.circuit_breaker.open_for_ms"),
             ("tracing: { sample_ratio: 1.5 }", "tracing.sample_ratio"),
             ("services: { inventory: { reservation_ttl_ms: 0 } }", "services.inventory.reservation_ttl_ms"),
             ("services: { inventory: { reservation_sweep_ms: 0 } }", "services.inventory.reservation_sweep_ms"),

@@ -138,8 +138,8 @@ impl CatalogCache {
     /// The configured cache. For Redis the connection is made lazily and never awaited here
     /// beyond one bounded ping: a Redis that is down leaves the service running on storage
     /// reads (logged), and the connection comes back by itself when Redis does. Only an
-    /// invalid URL fails.
-    pub async fn connect(settings: &CacheSettings) -> Result<Self, CacheError> {
+    /// invalid URL fails. Redis reads go through a circuit breaker set by `breaker`.
+    pub async fn connect(settings: &CacheSettings, breaker: BreakerSettings) -> Result<Self, CacheError> {
         let keys = Keyspace::new(&settings.key_prefix, Duration::from_secs(settings.ttl_secs));
         match settings.backend {
             CacheBackend::Memory => Ok(Self::memory(keys)),
@@ -153,8 +153,7 @@ impl CatalogCache {
                     .set_response_timeout(Some(OP_TIMEOUT));
                 let manager =
                     ConnectionManager::new_lazy_with_config(client, config).map_err(|e| CacheError(e.to_string()))?;
-                let cache =
-                    Self::Redis(manager, keys, CircuitBreaker::new("catalog_cache", BreakerSettings::default()));
+                let cache = Self::Redis(manager, keys, CircuitBreaker::new("catalog_cache", breaker));
                 match cache.ping().await {
                     Ok(()) => info!("catalog cache: connected to redis"),
                     Err(e) => {

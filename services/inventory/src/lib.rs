@@ -46,8 +46,9 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     if seeded > 0 {
         tracing::info!(pets = seeded, "seeded the empty catalog");
     }
-    let cache =
-        CatalogCache::connect(&ctx.settings.cache).await.map_err(StartError::at(SERVICE, "configuring the cache"))?;
+    let cache = CatalogCache::connect(&ctx.settings.cache, ctx.settings.resilience.circuit_breaker.into())
+        .await
+        .map_err(StartError::at(SERVICE, "configuring the cache"))?;
 
     let commands = consumers::Commands { store: store.clone(), cache: cache.clone(), source: bus.source().to_owned() };
     bus.subscribe(channels::INVENTORY_COMMANDS, SERVICE, commands)

@@ -14,10 +14,7 @@ use contracts::{
     channels,
     order::{ApproveOrder, RejectOrder},
 };
-use kit::{
-    Service, ServiceContext, StartError,
-    resilience::{BreakerSettings, CircuitBreaker},
-};
+use kit::{Service, ServiceContext, StartError, resilience::CircuitBreaker};
 use messaging::{Envelope, Handler, HandlerError};
 use persistence::open_service;
 
@@ -59,7 +56,7 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         store: store.clone(),
         bus,
         pet_lookup_timeout: Duration::from_millis(ctx.settings.services.order.pet_lookup_timeout_ms),
-        inventory_breaker: CircuitBreaker::new("inventory_queries", BreakerSettings::default()),
+        inventory_breaker: CircuitBreaker::new("inventory_queries", ctx.settings.resilience.circuit_breaker.into()),
     };
     let state_breaker = state.inventory_breaker.clone();
     let service = Service {

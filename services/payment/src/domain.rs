@@ -15,13 +15,15 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::provider::Verdict;
+
 /// Where a payment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     /// Money taken.
     Charged,
-    /// The provider refused; nothing taken.
+    /// The provider refused, or could not be reached; nothing taken.
     Declined,
     /// Money given back.
     Refunded,
@@ -82,27 +84,34 @@ pub struct Payment {
 /// Why a payment voided by an earlier refund charges nothing.
 pub const VOIDED: &str = "payment voided: the order was cancelled";
 
-/// The simulated payment provider: the `declined_card` test card is always declined,
-/// everything else is charged.
-fn provider_decline_reason(method: PaymentMethod) -> Option<String> {
-    (method == PaymentMethod::DeclinedCard).then(|| "card declined by the payment provider".to_owned())
-}
-
 type Decision = persistence::Decision<Payment>;
 
-/// Charges the customer unless this saga's payment was already attempted, in which case the
-/// earlier outcome is repeated (never a second charge), or voided by a refund that came first,
-/// in which case nothing is charged and the payment fails.
+/// Charges the customer as the provider's `verdict` says, unless this saga's payment was
+/// already attempted, in which case the earlier outcome is repeated (never a second charge,
+/// and the new verdict lapses), or voided by a refund that came first, in which case nothing
+/// is charged and the payment fails. `verdict` is `None` when the caller saw the payment
+/// already recorded and so did not ask the provider.
 pub(crate) fn process(
     existing: Option<Payment>,
     cmd: &ProcessPayment,
+    verdict: Option<&Verdict>,
     source: &str,
     ctx: &MessageContext,
 ) -> Result<Decision, BusError> {
-    let (payment, changed) = match existing {
-        Some(p) => (p, false),
-        None => {
-            let decline_reason = provider_decline_reason(cmd.payment_method);
+    let (payment, changed) = match (existing, verdict) {
+        (Some(p), _) => (p, false),
+        (None, None) => {
+            return Err(BusError::Backend {
+                backend: "payment",
+                message: format!("no payment for saga {} and no provider verdict", cmd.saga.saga_id),
+                retriable: true,
+            });
+        }
+        (None, Some(verdict)) => {
+            let decline_reason = match verdict {
+                Verdict::Approved => None,
+                Verdict::Declined(reason) => Some(reason.clone()),
+            };
             let p = Payment {
                 payment_id: Uuid::now_v7(),
                 saga_id: cmd.saga.saga_id,
@@ -196,20 +205,38 @@ mod tests {
         }
     }
 
+    const APPROVED: Option<&Verdict> = Some(&Verdict::Approved);
+
     #[test]
-    fn the_test_card_is_declined_and_nothing_is_charged() {
+    fn a_declined_charge_is_recorded_with_its_reason_and_nothing_is_charged() {
+        let declined = Verdict::Declined("card declined".into());
         let (saved, reply) =
-            process(None, &charge(PaymentMethod::DeclinedCard), "/t", &MessageContext::default()).expect("decide");
-        assert_eq!(saved.expect("saved").status, PaymentStatus::Declined);
-        assert!(reply.envelope.is::<PaymentFailed>());
+            process(None, &charge(PaymentMethod::DeclinedCard), Some(&declined), "/t", &MessageContext::default())
+                .expect("decide");
+        let saved = saved.expect("saved");
+        assert_eq!((saved.status, saved.decline_reason.as_deref()), (PaymentStatus::Declined, Some("card declined")));
+        assert_eq!(reply.envelope.decode::<PaymentFailed>().expect("failed").reason, "card declined");
+    }
+
+    #[test]
+    fn a_recorded_payment_needs_no_verdict_and_none_without_one_is_retried() {
+        let cmd = charge(PaymentMethod::CreditCard);
+        let ctx = MessageContext::default();
+        let (first, _) = process(None, &cmd, APPROVED, "/t", &ctx).expect("decide");
+        let (again, reply) = process(first, &cmd, None, "/t", &ctx).expect("decide");
+        assert!(again.is_none());
+        assert!(reply.envelope.is::<PaymentProcessed>());
+        let Err(err) = process(None, &cmd, None, "/t", &ctx) else { panic!("nothing to decide with") };
+        assert!(matches!(err, BusError::Backend { retriable: true, .. }), "{err}");
     }
 
     #[test]
     fn a_repeated_charge_repeats_the_outcome_without_charging_again() {
         let cmd = charge(PaymentMethod::CreditCard);
-        let (first, _) = process(None, &cmd, "/t", &MessageContext::default()).expect("decide");
+        let (first, _) = process(None, &cmd, APPROVED, "/t", &MessageContext::default()).expect("decide");
         let first = first.expect("saved");
-        let (again, reply) = process(Some(first.clone()), &cmd, "/t", &MessageContext::default()).expect("decide");
+        let (again, reply) =
+            process(Some(first.clone()), &cmd, APPROVED, "/t", &MessageContext::default()).expect("decide");
         assert!(again.is_none(), "no second write");
         assert_eq!(reply.envelope.decode::<PaymentProcessed>().expect("reply").payment_id, first.payment_id);
     }
@@ -219,7 +246,7 @@ mod tests {
         let cmd = charge(PaymentMethod::CreditCard);
         let refund_cmd = RefundPayment { saga: cmd.saga };
         let ctx = MessageContext::default();
-        let (charged, _) = process(None, &cmd, "/t", &ctx).expect("decide");
+        let (charged, _) = process(None, &cmd, APPROVED, "/t", &ctx).expect("decide");
         let (refunded, reply) = refund(charged, &refund_cmd, "/t", &ctx).expect("decide");
         let refunded = refunded.expect("saved");
         assert_eq!(refunded.status, PaymentStatus::Refunded);
@@ -240,7 +267,7 @@ mod tests {
         assert_eq!((tombstone.status, tombstone.amount), (PaymentStatus::Voided, Decimal::ZERO));
         assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, Decimal::ZERO);
 
-        let (late, reply) = process(Some(tombstone.clone()), &cmd, "/t", &ctx).expect("decide");
+        let (late, reply) = process(Some(tombstone.clone()), &cmd, APPROVED, "/t", &ctx).expect("decide");
         assert!(late.is_none(), "the tombstone stays; nothing is charged");
         let failed = reply.envelope.decode::<PaymentFailed>().expect("the late charge fails");
         assert_eq!((failed.saga, failed.reason.as_str()), (cmd.saga, VOIDED));
@@ -254,7 +281,7 @@ mod tests {
     fn a_charge_before_its_refund_is_charged_then_refunded_in_full() {
         let cmd = charge(PaymentMethod::CreditCard);
         let ctx = MessageContext::default();
-        let (charged, reply) = process(None, &cmd, "/t", &ctx).expect("decide");
+        let (charged, reply) = process(None, &cmd, APPROVED, "/t", &ctx).expect("decide");
         assert!(reply.envelope.is::<PaymentProcessed>());
         let charged = charged.expect("saved");
         assert_eq!((charged.status, charged.amount), (PaymentStatus::Charged, cmd.amount));
@@ -268,7 +295,8 @@ mod tests {
     fn a_declined_payment_is_not_voided_by_its_refund() {
         let cmd = charge(PaymentMethod::DeclinedCard);
         let ctx = MessageContext::default();
-        let (declined, _) = process(None, &cmd, "/t", &ctx).expect("decide");
+        let (declined, _) =
+            process(None, &cmd, Some(&Verdict::Declined("card declined".into())), "/t", &ctx).expect("decide");
         let (changed, reply) = refund(declined, &RefundPayment { saga: cmd.saga }, "/t", &ctx).expect("decide");
         assert!(changed.is_none(), "nothing to give back, and a tombstone is not needed");
         assert_eq!(reply.envelope.decode::<PaymentRefunded>().expect("reply").amount, Decimal::ZERO);

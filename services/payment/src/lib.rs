@@ -1,8 +1,10 @@
 //! Payment service: charges the customer for a saga (`ProcessPayment`) and refunds it
-//! (`RefundPayment`), one payment per saga, through a simulated payment provider that
-//! declines the `declined_card` test card. Replies go to `payment-events`.
+//! (`RefundPayment`), one payment per saga. Every charge is authorized by the payment provider
+//! (the built-in simulated one declines the `declined_card` test card) through a timeout,
+//! bounded retries and the `payment_provider` circuit breaker. Replies go to `payment-events`.
 
 mod domain;
+mod provider;
 mod store;
 
 use std::sync::Arc;
@@ -13,11 +15,12 @@ use contracts::{
     channels,
     payment::{ProcessPayment, RefundPayment},
 };
-use kit::{Service, ServiceContext, StartError};
+use kit::{Service, ServiceContext, StartError, resilience::CircuitBreaker};
 use messaging::{Envelope, Handler, HandlerError, MessageContext};
 use persistence::open_service;
 
 pub use domain::{Payment, PaymentStatus};
+pub use provider::{GuardedProvider, PaymentProvider, SimulatedProvider, UNAVAILABLE, Unavailable, Verdict};
 pub use store::PaymentStore;
 
 /// The service's name: its schema, consumer group and CloudEvents source.
@@ -25,17 +28,30 @@ pub const SERVICE: &str = "payment";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/payment");
 
-/// Opens storage, starts the outbox relay and the command consumer.
+/// Opens storage, starts the outbox relay and the command consumer, with the simulated
+/// provider `services.payment.provider` describes.
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
+    let simulated = SimulatedProvider::new(&ctx.settings.services.payment.provider);
+    start_with_provider(ctx, Arc::new(simulated)).await
+}
+
+/// Like [`start`], charging through `provider` (another provider, or a test's).
+pub async fn start_with_provider(
+    ctx: &ServiceContext,
+    provider: Arc<dyn PaymentProvider>,
+) -> Result<Service, StartError> {
     let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, Default::default).await?;
-    let handler = CommandHandler { store: PaymentStore::new(storage.clone()), source: bus.source().to_owned() };
+    let breaker = CircuitBreaker::new("payment_provider", ctx.settings.resilience.circuit_breaker.into());
+    let provider = GuardedProvider::new(provider, &ctx.settings.services.payment.provider, breaker.clone());
+    let handler =
+        CommandHandler { store: PaymentStore::new(storage.clone()), provider, source: bus.source().to_owned() };
     bus.subscribe(channels::PAYMENT_COMMANDS, SERVICE, handler)
         .await
         .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
     Ok(Service {
         name: SERVICE,
         router: router(),
-        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+        readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone()), Arc::new(breaker)],
     })
 }
 
@@ -47,6 +63,7 @@ pub fn router() -> Router {
 
 struct CommandHandler {
     store: PaymentStore,
+    provider: GuardedProvider,
     source: String,
 }
 
@@ -56,7 +73,14 @@ impl Handler for CommandHandler {
         let ctx = MessageContext::caused_by(&message);
         let reply = if message.is::<ProcessPayment>() {
             let command = message.decode::<ProcessPayment>()?;
-            self.store.process(&message, &command, &self.source, &ctx).await
+            // Ask the provider only for a saga with no payment yet: a redelivered or repeated
+            // command repeats the recorded outcome without a second authorization.
+            let recorded = self.store.for_saga(command.saga.saga_id).await.map_err(HandlerError::retriable)?;
+            let verdict = match recorded {
+                Some(_) => None,
+                None => Some(self.provider.authorize(&command).await),
+            };
+            self.store.process(&message, &command, verdict.as_ref(), &self.source, &ctx).await
         } else if message.is::<RefundPayment>() {
             let command = message.decode::<RefundPayment>()?;
             self.store.refund(&message, &command, &self.source, &ctx).await

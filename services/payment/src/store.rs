@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     SERVICE,
     domain::{self, Payment, PaymentStatus},
+    provider::Verdict,
 };
 
 /// Payments by saga, for the in-memory store.
@@ -62,15 +63,17 @@ impl PaymentStore {
         Self(storage)
     }
 
-    /// Handles `ProcessPayment` once.
+    /// Handles `ProcessPayment` once, recording the provider's `verdict` unless the saga's
+    /// payment is already recorded (`verdict` is `None` when the caller saw it was).
     pub async fn process(
         &self,
         message: &Envelope,
         cmd: &ProcessPayment,
+        verdict: Option<&Verdict>,
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        let decide = |existing| domain::process(existing, cmd, source, ctx);
+        let decide = |existing| domain::process(existing, cmd, verdict, source, ctx);
         self.0.decide_once::<Payments>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
     }
 
@@ -88,13 +91,26 @@ impl PaymentStore {
 
     /// The payment of an order's saga, if one was attempted.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
+        self.find("order_id", order_id, |p| p.order_id == order_id).await
+    }
+
+    /// The payment of a saga, if one was attempted (or voided).
+    pub async fn for_saga(&self, saga_id: Uuid) -> Result<Option<Payment>, StoreError> {
+        self.find("saga_id", saga_id, |p| p.saga_id == saga_id).await
+    }
+
+    /// The payment whose `column` is `id` (`matches` says the same in memory).
+    async fn find(
+        &self,
+        column: &str,
+        id: Uuid,
+        matches: impl Fn(&Payment) -> bool,
+    ) -> Result<Option<Payment>, StoreError> {
         match &self.0 {
-            Storage::Memory(memory) => {
-                Ok(memory.read(|s| s.by_saga.values().find(|p| p.order_id == order_id).cloned()))
-            }
+            Storage::Memory(memory) => Ok(memory.read(|s| s.by_saga.values().find(|p| matches(p)).cloned())),
             Storage::Postgres { pool, .. } => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE order_id = $1")))
-                    .bind(order_id)
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE {column} = $1")))
+                    .bind(id)
                     .fetch_optional(pool)
                     .await?;
                 row.as_ref().map(decode).transpose()
@@ -224,7 +240,7 @@ mod tests {
         assert_eq!((voided.customer_id.as_deref(), voided.payment_method), (None, None), "{backend}");
 
         let late = Envelope::from_message("/t", &charge, &ctx).expect("envelope");
-        store.process(&late, &charge, "/t", &ctx).await.expect("process");
+        store.process(&late, &charge, Some(&Verdict::Approved), "/t", &ctx).await.expect("process");
         let after = store.for_order(saga.order_id).await.expect("read").expect("the tombstone");
         assert_eq!(after, voided, "{backend}: the late charge wrote nothing");
 

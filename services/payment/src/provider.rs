@@ -1,0 +1,205 @@
+//! The payment provider: who says yes or no to a charge.
+//!
+//! A charge is *authorized* by the provider before the payment is recorded, and *captured* by
+//! recording it (in the same transaction as the reply). The provider is called outside that
+//! transaction, so an authorization whose record loses a race (a refund voided the saga
+//! meanwhile, or a redelivery recorded it first) is never captured and lapses, as uncaptured
+//! card authorizations do.
+//!
+//! [`GuardedProvider`] puts every call behind a timeout, bounded retries with exponential
+//! backoff and jitter, and the `payment_provider` circuit breaker. While the provider cannot
+//! be reached the charge is declined at once with a clear reason, so the saga compensates in
+//! seconds and releases the pet instead of waiting out its step deadline.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use contracts::{PaymentMethod, payment::ProcessPayment};
+use kit::{
+    config::ProviderSettings,
+    resilience::{BreakerError, CircuitBreaker},
+};
+use messaging::RetryPolicy;
+use tracing::warn;
+
+/// What the provider says about a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The money may be taken.
+    Approved,
+    /// Refused, with the reason told to the customer.
+    Declined(String),
+}
+
+/// The provider could not give an answer (down, failing, or too slow).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// A payment provider. Implementations must be idempotent per saga: the same saga may be
+/// authorized again after a crash.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Asks whether `charge` may be taken.
+    async fn authorize(&self, charge: &ProcessPayment) -> Result<Verdict, Unavailable>;
+}
+
+/// The built-in provider: declines the `declined_card` test card, approves everything else,
+/// and can be made slow (`latency_ms`) or flaky (`failure_rate`) by configuration.
+pub struct SimulatedProvider {
+    latency: Duration,
+    failure_rate: f64,
+}
+
+impl SimulatedProvider {
+    /// The provider `services.payment.provider` describes.
+    pub fn new(settings: &ProviderSettings) -> Self {
+        Self { latency: Duration::from_millis(settings.latency_ms), failure_rate: settings.failure_rate }
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for SimulatedProvider {
+    async fn authorize(&self, charge: &ProcessPayment) -> Result<Verdict, Unavailable> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        if self.failure_rate > 0.0 && rand::random_bool(self.failure_rate) {
+            return Err(Unavailable("simulated provider outage".into()));
+        }
+        Ok(match charge.payment_method {
+            PaymentMethod::DeclinedCard => Verdict::Declined("card declined by the payment provider".into()),
+            _ => Verdict::Approved,
+        })
+    }
+}
+
+/// A provider behind a timeout, bounded retries and a circuit breaker.
+#[derive(Clone)]
+pub struct GuardedProvider {
+    provider: Arc<dyn PaymentProvider>,
+    breaker: CircuitBreaker,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+/// The start of the reason a charge is declined with when the provider cannot be reached.
+pub const UNAVAILABLE: &str = "payment provider unavailable";
+
+impl GuardedProvider {
+    /// Guards `provider` as `settings` say, with `breaker` in front of it.
+    pub fn new(provider: Arc<dyn PaymentProvider>, settings: &ProviderSettings, breaker: CircuitBreaker) -> Self {
+        Self {
+            provider,
+            breaker,
+            timeout: Duration::from_millis(settings.timeout_ms),
+            retry: RetryPolicy { max_attempts: settings.max_attempts, initial_backoff_ms: 100, max_backoff_ms: 2_000 },
+        }
+    }
+
+    /// The breaker, for `/ready`.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The provider's verdict on `charge`. A provider that cannot answer within the attempts
+    /// allowed, or whose breaker is open, declines the charge with a reason starting with
+    /// [`UNAVAILABLE`]: nothing is taken and the customer may order again.
+    pub async fn authorize(&self, charge: &ProcessPayment) -> Verdict {
+        let mut attempt = 1;
+        loop {
+            let call = async {
+                tokio::time::timeout(self.timeout, self.provider.authorize(charge))
+                    .await
+                    .unwrap_or_else(|_| Err(Unavailable(format!("no answer within {:?}", self.timeout))))
+            };
+            let error = match self.breaker.call(call).await {
+                Ok(verdict) => {
+                    count(verdict_outcome(&verdict));
+                    return verdict;
+                }
+                Err(BreakerError::Open { .. }) => {
+                    count("rejected");
+                    return Verdict::Declined(format!("{UNAVAILABLE} (circuit breaker open)"));
+                }
+                Err(BreakerError::Failed(e)) => e,
+            };
+            count("failed");
+            if attempt >= self.retry.max_attempts {
+                return Verdict::Declined(format!("{UNAVAILABLE}: {error}"));
+            }
+            let backoff = self.retry.backoff(attempt);
+            warn!(saga_id = %charge.saga.saga_id, attempt, %error, ?backoff, "payment provider call failed; retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+}
+
+fn verdict_outcome(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Approved => "approved",
+        Verdict::Declined(_) => "declined",
+    }
+}
+
+/// One provider call (or refusal) in `petstore_payment_provider_calls_total{outcome}`.
+fn count(outcome: &'static str) {
+    metrics::counter!("petstore_payment_provider_calls_total", "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use contracts::SagaRef;
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn charge(method: PaymentMethod) -> ProcessPayment {
+        ProcessPayment {
+            saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
+            customer_id: "c".into(),
+            amount: Decimal::new(1000, 2),
+            currency: "USD".into(),
+            payment_method: method,
+        }
+    }
+
+    fn settings(failure_rate: f64) -> ProviderSettings {
+        ProviderSettings { timeout_ms: 100, max_attempts: 3, latency_ms: 0, failure_rate }
+    }
+
+    #[tokio::test]
+    async fn the_simulated_provider_declines_only_the_test_card() {
+        let provider = SimulatedProvider::new(&settings(0.0));
+        assert_eq!(provider.authorize(&charge(PaymentMethod::CreditCard)).await.expect("answer"), Verdict::Approved);
+        let declined = provider.authorize(&charge(PaymentMethod::DeclinedCard)).await.expect("answer");
+        assert!(matches!(declined, Verdict::Declined(_)), "{declined:?}");
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_keeps_failing_declines_after_the_attempts_allowed() {
+        let breaker = CircuitBreaker::new("test_provider", kit::resilience::BreakerSettings::default());
+        let provider = Arc::new(SimulatedProvider::new(&settings(1.0)));
+        let guarded = GuardedProvider::new(provider, &settings(1.0), breaker.clone());
+        let Verdict::Declined(reason) = guarded.authorize(&charge(PaymentMethod::CreditCard)).await else {
+            panic!("an unreachable provider approves nothing");
+        };
+        assert!(reason.starts_with(UNAVAILABLE), "{reason}");
+        assert!(reason.contains("simulated provider outage"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_provider_slower_than_the_timeout_counts_as_unavailable() {
+        let slow = ProviderSettings { latency_ms: 5_000, max_attempts: 1, ..settings(0.0) };
+        let breaker = CircuitBreaker::new("test_provider", kit::resilience::BreakerSettings::default());
+        let guarded = GuardedProvider::new(Arc::new(SimulatedProvider::new(&slow)), &slow, breaker);
+        let started = std::time::Instant::now();
+        let Verdict::Declined(reason) = guarded.authorize(&charge(PaymentMethod::CreditCard)).await else {
+            panic!("a provider that does not answer approves nothing");
+        };
+        assert!(reason.contains("no answer within"), "{reason}");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+}
