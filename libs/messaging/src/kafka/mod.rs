@@ -5,9 +5,15 @@
 //! (so one key stays on one partition, in order) and the data as the value.
 //!
 //! One idempotent producer (`acks=all`) per backend. A group subscription is a consumer in
-//! that consumer group with offsets stored on acknowledgement only and committed by
-//! auto-commit and on close: at-least-once. A private subscription (reply channels) assigns
-//! itself every partition and commits nothing.
+//! the Kafka consumer group `<group>.<topic>` with offsets stored on acknowledgement only and
+//! committed by auto-commit and on close: at-least-once. A private subscription (reply
+//! channels) assigns itself every partition and commits nothing.
+//!
+//! One Kafka group per bus group *and topic*: a service consumes several channels under one
+//! group name, and a Kafka group spanning topics makes every member that joins or leaves —
+//! each consumer of each channel, one after another at every restart — stop the whole group
+//! for a rebalance, and a member that leaves mid-rebalance can stall it until the rebalance
+//! timeout.
 
 mod config;
 mod publisher;
@@ -164,7 +170,7 @@ impl KafkaBackend {
         let positions = self.offsets_at(channel, partitions, t).await?;
         let all = self.positions(channel, partitions, Offset::Invalid)?;
         let mut config = self.config.client_config();
-        config.set("group.id", group).set("enable.auto.commit", "false");
+        config.set("group.id", group_id(channel, group)).set("enable.auto.commit", "false");
         let timeout = self.config.operation_timeout();
         let channel = channel.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -327,7 +333,7 @@ impl Backend for KafkaBackend {
                         skip_before = Some(t);
                     }
                 }
-                config.set("group.id", group).set("enable.auto.commit", "true");
+                config.set("group.id", group_id(channel, group)).set("enable.auto.commit", "true");
                 let consumer: StreamConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
                 consumer.subscribe(&[channel]).map_err(|e| client_error(&format!("subscribe to `{channel}`"), &e))?;
                 consumer
@@ -358,7 +364,7 @@ impl Backend for KafkaBackend {
     /// committed (auto-commit, every `auto.commit.interval.ms`, and on close). A group with no
     /// committed offset counts from the low watermark; a topic that does not exist, 0.
     async fn backlog(&self, channel: &str, group: &str) -> Result<Option<u64>, BusError> {
-        let reader = self.offset_reader(group)?;
+        let reader = self.offset_reader(&group_id(channel, group))?;
         let timeout = self.config.operation_timeout();
         let topic = channel.to_owned();
         tokio::task::spawn_blocking(move || Self::lag(&reader, &topic, timeout).map(Some))
@@ -376,6 +382,11 @@ impl Backend for KafkaBackend {
             .map(|_| ())
             .map_err(|e| client_error(&format!("metadata from {brokers}"), &e))
     }
+}
+
+/// The Kafka consumer group of bus group `group` on `topic` (see the module's doc).
+fn group_id(topic: &str, group: &str) -> String {
+    format!("{group}.{topic}")
 }
 
 #[cfg(test)]

@@ -279,10 +279,10 @@ mod tests {
         config
     }
 
-    /// The offset `group` has committed on partition 0 of `topic`.
+    /// The offset bus group `group` has committed on partition 0 of `topic`.
     async fn committed(group: &str, topic: &str) -> Offset {
         let mut config = broker().client_config();
-        config.set("group.id", group);
+        config.set("group.id", super::super::group_id(topic, group));
         let probe: rdkafka::consumer::BaseConsumer = config.create().expect("probe consumer");
         let mut partitions = TopicPartitionList::new();
         partitions.add_partition(topic, 0);
