@@ -67,6 +67,42 @@ async fn a_payment_that_never_answers_is_sent_again_then_compensated_and_nothing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_stopped_with_sigterm_finishes_its_work_exits_cleanly_and_loses_nothing() {
+    let mut cluster = Cluster::start().await;
+    // One saga first, so every consumer has joined its group before the stop (a member that
+    // leaves while its first join is still in progress leaves the broker we test against —
+    // tansu — waiting for it until the rebalance timeout).
+    let (_, first) = cluster.place_order("term-first", "beagle-008", "credit_card").await;
+    let first = first["order_id"].as_str().expect("order_id").to_owned();
+    assert_eq!(cluster.wait_for_saga_end(&first, "term-first", SAGA_LIMIT).await["status"], "completed");
+    let pets = ["labrador-retriever-006", "german-shepherd-007", "maine-coon-013", "canary-019", "koi-022"];
+    let mut orders = Vec::new();
+    for (i, pet) in pets.iter().enumerate() {
+        let (status, placed) = cluster.place_order(&format!("term-{i}"), pet, "credit_card").await;
+        assert_eq!(status, 202, "{placed}");
+        orders.push((format!("term-{i}"), placed["order_id"].as_str().expect("order_id").to_owned()));
+    }
+    // Orders are in flight: stop the payment service and the orchestrator the way an
+    // orchestrator platform does.
+    for service in ["payment", "orchestrator"] {
+        assert!(cluster.terminate(service, Duration::from_secs(40)).await, "{service} exits 0 on SIGTERM");
+        assert!(
+            cluster.full_log(service).contains("shutdown complete"),
+            "{service} drained before exiting:\n{}",
+            cluster.log(service)
+        );
+    }
+    cluster.restart("orchestrator").await;
+    cluster.restart("payment").await;
+    for (customer, order_id) in &orders {
+        let saga = cluster.wait_for_saga_end(order_id, customer, SAGA_LIMIT).await;
+        assert_eq!(saga["status"], "completed", "{saga}");
+        let id = uuid::Uuid::parse_str(order_id).expect("uuid");
+        assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1", id).await, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compensation_that_never_answers_fails_the_saga_and_is_dead_lettered_for_replay() {
     let mut cluster = Cluster::start_with_env(&[
         ("PETSTORE__SERVICES__ORCHESTRATOR__STEP_TIMEOUT_MS", "1500"),

@@ -232,6 +232,23 @@ services:
         self.ports.remove(service);
     }
 
+    /// Sends SIGTERM and waits (at most `limit`) for the service to exit; returns whether it
+    /// exited successfully.
+    pub async fn terminate(&mut self, service: &'static str, limit: Duration) -> bool {
+        let Some(mut child) = self.children.remove(service) else { return false };
+        let pid = child.id().expect("a running child has a pid");
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.ports.remove(service);
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status.expect("wait").success(),
+            Err(_) => {
+                let _ = child.kill().await;
+                false
+            }
+        }
+    }
+
     /// Starts a killed service again and waits until it is ready.
     pub async fn restart(&mut self, service: &'static str) {
         self.spawn(service);
