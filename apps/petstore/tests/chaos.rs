@@ -1,6 +1,8 @@
 //! Chaos: a few hundred orders while services are SIGKILLed and restarted at random, the
 //! RabbitMQ connection (notifications) is cut and restored, and Redis (the catalog cache) is
-//! cut and restored — all on loopback, through proxies the test controls. Afterwards the
+//! cut and restored — all on loopback, through proxies the test controls — and the payment
+//! provider fails a fifth of its calls (retried, a charge declined as unavailable when all its
+//! attempts fail, the breaker opening on a bad streak). Afterwards the
 //! invariants are checked and printed: every saga terminal, no order lost, no payment taken
 //! twice, money adds up, each pet sold at most once, notifications match outcomes, and the
 //! dead letters are empty or explained.
@@ -64,6 +66,8 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
             ("PETSTORE__CACHE__REDIS_URL", redis_proxied.as_str()),
             ("PETSTORE__SERVICES__ORCHESTRATOR__STEP_TIMEOUT_MS", "8000"),
             ("PETSTORE__SERVICES__ORCHESTRATOR__DEADLINE_CHECK_MS", "500"),
+            ("PETSTORE__SERVICES__PAYMENT__PROVIDER__FAILURE_RATE", "0.2"),
+            ("PETSTORE__SERVICES__PAYMENT__PROVIDER__LATENCY_MS", "5"),
         ],
     )
     .await;
@@ -101,6 +105,12 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
                 let sent = http.post(&url).header("x-customer-id", &customer).json(&body).send().await;
                 let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
                 *answers.lock().await.entry(status).or_insert(0usize) += 1;
+                // A well-behaved client waits as `Retry-After` says (capped, to keep the test
+                // short) instead of spending the load on refusals while the inventory is down.
+                let retry_after = sent.as_ref().ok().and_then(|r| r.headers().get("retry-after"));
+                if let Some(secs) = retry_after.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+                    tokio::time::sleep(Duration::from_secs(secs.min(2))).await;
+                }
                 if let Ok(r) = sent
                     && status == 202
                     && let Ok(v) = r.json::<serde_json::Value>().await
@@ -227,6 +237,14 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
     .expect("payments");
     println!("invariant: payments charged twice — {twice}");
     assert_eq!(twice, 0);
+    let unavailable: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payment.payments WHERE order_id = ANY($1) AND decline_reason LIKE $2")
+            .bind(&ids)
+            .bind(format!("{}%", payment::UNAVAILABLE))
+            .fetch_one(db)
+            .await
+            .expect("declines");
+    println!("observed: charges declined because the flaky provider failed every attempt — {unavailable}");
     let charged: Decimal = sqlx::query_scalar(
         "SELECT COALESCE(sum(amount), 0) FROM payment.payments WHERE order_id = ANY($1) AND status = 'charged'",
     )
