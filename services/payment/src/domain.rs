@@ -191,11 +191,12 @@ fn voided(cmd: &RefundPayment) -> Payment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use contracts::SagaRef;
 
-    fn charge(method: PaymentMethod) -> ProcessPayment {
+    /// A charge of 1 200.00 USD for a new saga.
+    pub(crate) fn charge(method: PaymentMethod) -> ProcessPayment {
         ProcessPayment {
             saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
             customer_id: "c".into(),

@@ -150,21 +150,8 @@ fn count(outcome: &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use contracts::SagaRef;
-    use rust_decimal::Decimal;
-    use uuid::Uuid;
-
     use super::*;
-
-    fn charge(method: PaymentMethod) -> ProcessPayment {
-        ProcessPayment {
-            saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() },
-            customer_id: "c".into(),
-            amount: Decimal::new(1000, 2),
-            currency: "USD".into(),
-            payment_method: method,
-        }
-    }
+    use crate::domain::tests::charge;
 
     fn settings(failure_rate: f64) -> ProviderSettings {
         ProviderSettings { timeout_ms: 100, max_attempts: 3, latency_ms: 0, failure_rate }
