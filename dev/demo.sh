@@ -5,6 +5,7 @@
 #   dev/demo.sh happy       order an available pet: reserve → pay → deliver → sell → confirm
 #   dev/demo.sh declined    pay with the provider's test card `declined_card`: the saga compensates
 #   dev/demo.sh race        two customers order the same pet at once: exactly one gets it
+#   dev/demo.sh retry       a client repeats an order with the same Idempotency-Key: one order
 #   dev/demo.sh bad         malformed and invalid orders get problem+json answers
 #   dev/demo.sh all         everything above
 #
@@ -27,6 +28,7 @@ api() { # method path [customer] [body] → prints the body; `status` and `heade
   local method=$1 path=$2 customer=${3:-} body=${4:-}
   local args=(-sS -X "$method" -D "$WORK/headers" -o "$WORK/body" -w '%{http_code}' -H 'accept: application/json')
   [ -n "$customer" ] && args+=(-H "x-customer-id: $customer")
+  [ -n "${IDEMPOTENCY_KEY:-}" ] && args+=(-H "idempotency-key: $IDEMPOTENCY_KEY")
   [ -n "$body" ] && args+=(-H 'content-type: application/json' --data "$body")
   curl "${args[@]}" "$BASE_URL$path" >"$WORK/status" || { echo "cannot reach $BASE_URL — is the pet store running?" >&2; exit 1; }
   cat "$WORK/body"
@@ -123,6 +125,20 @@ race() {
   say "pet status: $(api GET "/pets/$pet" | jq -r .status)"
 }
 
+retry() {
+  local pet key first again other
+  pet=$(first_available_pet)
+  key="demo-$(date +%s%N)"
+  bold "Retry: frank's client sends its order for $pet again (its first answer timed out)"
+  first=$(IDEMPOTENCY_KEY=$key api POST /orders frank "$(order_body "$pet" credit_card)")
+  say "first:  $(status), order $(jq -r .order_id <<<"$first")   (Idempotency-Key: $key)"
+  again=$(IDEMPOTENCY_KEY=$key api POST /orders frank "$(order_body "$pet" credit_card)")
+  say "again:  $(status), order $(jq -r .order_id <<<"$again"), Idempotent-Replayed: $(header idempotent-replayed)"
+  other=$(IDEMPOTENCY_KEY=$key api POST /orders frank "$(order_body "$pet" paypal)")
+  say "same key, another body: $(status) $(jq -r .title <<<"$other")"
+  show_saga "$(wait_for_saga "$(jq -r .order_id <<<"$first")" frank)"
+}
+
 bad() {
   bold "Bad input gets RFC 9457 problem details"
   api POST /orders erin '{"pet_id": ' | jq -c '{status, title, detail}' | sed 's/^/  malformed JSON   → /'
@@ -136,7 +152,8 @@ case "${1:-}" in
   happy) happy ;;
   declined) declined ;;
   race) race ;;
+  retry) retry ;;
   bad) bad ;;
-  all) catalog; happy; declined; race; bad ;;
+  all) catalog; happy; declined; race; retry; bad ;;
   *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
