@@ -17,7 +17,10 @@ use std::{
 
 use rust_decimal::Decimal;
 use sqlx::Row;
-use support::{Cluster, env_or, proxy::TcpProxy};
+use support::{
+    Cluster, env_or,
+    proxy::{TcpProxy, host_port},
+};
 use tokio::sync::Mutex;
 
 const ORDERS: usize = 200;
@@ -26,12 +29,6 @@ const CHAOS_FOR: Duration = Duration::from_secs(45);
 const SETTLE_LIMIT: Duration = Duration::from_secs(180);
 /// The services killed at random (the order service keeps taking the load's requests).
 const VICTIMS: [&str; 5] = ["inventory", "payment", "delivery", "notification", "orchestrator"];
-
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest).to_owned()
-}
 
 /// A cheap deterministic random sequence (no extra dependency), seeded per run and printed.
 struct Dice(u64);

@@ -1,12 +1,15 @@
 //! Resilience end to end: sagas end, and money and pets add up, when participants stop
-//! answering.
+//! answering, services are stopped, or the request/response backend goes away.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use support::Cluster;
+use support::{
+    Cluster, env_or,
+    proxy::{TcpProxy, host_port},
+};
 
 const SAGA_LIMIT: Duration = Duration::from_secs(90);
 
@@ -149,4 +152,59 @@ async fn a_compensation_that_never_answers_fails_the_saga_and_is_dead_lettered_f
         })
         .await;
     assert_eq!(cluster.count("SELECT count(*) FROM payment.payments WHERE order_id = $1", order_uuid).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_query_backend_cut_orders_go_through_the_fallback_and_with_both_cut_get_a_503() {
+    let rabbitmq = TcpProxy::start(&host_port(&env_or("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))).await;
+    let nats = TcpProxy::start(&host_port(&env_or("NATS_URL", "nats://127.0.0.1:4222"))).await;
+    // The inventory query rides RabbitMQ, with NATS as the fallback; both through proxies.
+    let messaging = format!(
+        r#"  backend_selection: {{ fallback: nats }}
+  rabbitmq: {{ url: "amqp://guest:guest@{}/%2f", operation_timeout_ms: 2000, connect_timeout_ms: 1000 }}
+  nats: {{ url: "nats://{}", request_timeout_ms: 2000, connect_timeout_ms: 1000 }}
+  channels:
+    inventory-queries: {{ pattern: request_response, partitions: 1, backend: rabbitmq }}"#,
+        rabbitmq.address, nats.address
+    );
+    let cluster = Cluster::start_with(&messaging).await;
+    let mut placed = Vec::new();
+    let (status, order) = cluster.place_order("fb-1", "beagle-008", "credit_card").await;
+    assert_eq!(status, 202, "{order}");
+    placed.push(("fb-1", order));
+
+    // RabbitMQ gone: the order service asks the inventory over NATS.
+    rabbitmq.cut();
+    let (status, order) = cluster.place_order("fb-2", "maine-coon-013", "credit_card").await;
+    assert_eq!(status, 202, "the fallback answers: {order}\n{}", cluster.log("order"));
+    assert!(cluster.log("order").contains("sending it through the fallback"), "{}", cluster.log("order"));
+    placed.push(("fb-2", order));
+
+    // NATS gone too: a clear 503 with Retry-After, nothing stored.
+    nats.cut();
+    let response = cluster.post_order("fb-3", "canary-019", "credit_card", None).await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+    let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders WHERE customer_id = 'fb-3'")
+        .fetch_one(&cluster.db)
+        .await
+        .expect("count");
+    assert_eq!(orders, 0, "a refused order stores nothing");
+
+    // Both back: orders flow again, and every accepted saga completes.
+    rabbitmq.restore();
+    nats.restore();
+    let order = cluster
+        .eventually("an order to be accepted again", SAGA_LIMIT, || async {
+            let (status, order) = cluster.place_order("fb-4", "koi-022", "credit_card").await;
+            (status == 202).then_some(order)
+        })
+        .await;
+    placed.push(("fb-4", order));
+    for (customer, order) in placed {
+        let order_id = order["order_id"].as_str().expect("order_id");
+        assert_eq!(cluster.wait_for_saga_end(order_id, customer, SAGA_LIMIT).await["status"], "completed");
+    }
 }

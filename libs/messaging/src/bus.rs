@@ -10,8 +10,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
-    Backend, BackendKind, BatchProcessor, BusError, Consumer, DeadLetter, Delivery, Envelope, Handler, HandlerError,
-    MessagingConfig, Pattern, Responder, RetryPolicy, StartFrom, StreamOptions, SubscribeOptions,
+    Backend, BackendKind, BatchProcessor, BusError, ChannelConfig, Consumer, DeadLetter, Delivery, Envelope, Handler,
+    HandlerError, MessagingConfig, Pattern, Responder, RetryPolicy, StartFrom, StreamOptions, SubscribeOptions,
     middleware::{Deduplicate, Delivered, Middleware, Next, Observe, Retry},
 };
 
@@ -117,9 +117,38 @@ struct Route {
     /// Publish counters, resolved once: labels are not rebuilt on the hot path.
     published: metrics::Counter,
     publish_failed: metrics::Counter,
+    /// For a request/response channel, the same channel on the fallback backend
+    /// (`messaging.backend_selection.fallback`): served alongside, used by requests when
+    /// this backend fails.
+    fallback: Option<Arc<Route>>,
 }
 
 impl Route {
+    fn new(
+        name: &str,
+        channel: &ChannelConfig,
+        physical: String,
+        backend: Arc<dyn Backend>,
+        kind: BackendKind,
+    ) -> Self {
+        let counter = |outcome: &'static str| {
+            metrics::counter!("petstore_messages_published_total",
+                "channel" => name.to_owned(), "backend" => backend.name(), "pattern" => channel.pattern.as_str(), "outcome" => outcome)
+        };
+        Route {
+            published: counter("ok"),
+            publish_failed: counter("error"),
+            channel: name.to_owned(),
+            physical,
+            pattern: channel.pattern,
+            partitions: channel.partitions,
+            start: channel.start,
+            backend,
+            kind,
+            fallback: None,
+        }
+    }
+
     /// The route of this channel's dead letters: `<channel>.dlq` on the same backend, read
     /// from the earliest letter by the one group that keeps them.
     fn dead_letters(&self) -> Route {
@@ -128,6 +157,7 @@ impl Route {
             physical: dead_letter_channel(&self.physical),
             pattern: Pattern::PointToPoint,
             start: StartFrom::Earliest,
+            fallback: None,
             ..self.clone()
         }
     }
@@ -316,15 +346,20 @@ pub struct Bus {
 /// A running consumer started by [`Bus::subscribe`], [`Bus::serve`] or
 /// [`Bus::process_stream`].
 pub struct Subscription {
-    cancel: CancellationToken,
-    done: tokio::task::JoinHandle<()>,
+    /// One consumer, or two for a request/response channel served on its fallback backend
+    /// too.
+    consumers: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 impl Subscription {
     /// Stops consuming after the message in hand and leaves the group.
     pub async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.done.await;
+        for (cancel, _) in &self.consumers {
+            cancel.cancel();
+        }
+        for (_, done) in self.consumers {
+            let _ = done.await;
+        }
     }
 }
 
@@ -392,36 +427,30 @@ impl Bus {
                     channel.pattern.as_str()
                 )));
             }
-            if let Some(fallback) = config.backend_selection.fallback {
-                let supported = backends.get(fallback).is_some_and(|b| b.capabilities().supports(channel.pattern));
-                if !supported {
-                    return Err(BusError::Config(format!(
-                        "messaging.backend_selection.fallback: backend `{}` cannot carry {} channel `{name}`",
-                        fallback.as_str(),
-                        channel.pattern.as_str()
-                    )));
-                }
-            }
             if channel.partitions == 0 {
                 return Err(BusError::Config(format!("messaging.channels.{name}.partitions: must be at least 1")));
             }
             let physical = format!("{}{}", config.topic_prefix, name);
             backend.declare(&physical, channel.partitions).await?;
-            let counter = |outcome: &'static str| {
-                metrics::counter!("petstore_messages_published_total",
-                    "channel" => name.clone(), "backend" => backend.name(), "pattern" => channel.pattern.as_str(), "outcome" => outcome)
-            };
-            let route = Route {
-                published: counter("ok"),
-                publish_failed: counter("error"),
-                channel: name.clone(),
-                physical,
-                pattern: channel.pattern,
-                partitions: channel.partitions,
-                start: channel.start,
-                backend,
-                kind,
-            };
+            let mut route = Route::new(name, channel, physical.clone(), backend.clone(), kind);
+            if let Some(fallback) = config.backend_selection.fallback
+                && fallback != kind
+                && channel.pattern == Pattern::RequestResponse
+            {
+                let key = "messaging.backend_selection.fallback";
+                let standby = backends.get(fallback).ok_or_else(|| {
+                    BusError::Config(format!("{key}: backend `{}` is not connected", fallback.as_str()))
+                })?;
+                if !standby.capabilities().supports(channel.pattern) {
+                    return Err(BusError::Config(format!(
+                        "{key}: backend `{}` cannot carry {} channel `{name}`",
+                        fallback.as_str(),
+                        channel.pattern.as_str()
+                    )));
+                }
+                standby.declare(&physical, channel.partitions).await?;
+                route.fallback = Some(Arc::new(Route::new(name, channel, physical, standby, fallback)));
+            }
             routes.insert(name.clone(), route);
         }
         Ok(Self {
@@ -483,18 +512,50 @@ impl Bus {
         result
     }
 
-    /// Sends a request and waits up to `timeout` for its reply.
-    pub async fn request(
+    /// Sends a request and waits up to `timeout` for its reply. When the channel's backend
+    /// fails (the request cannot be sent, or not within half of `timeout`) and a fallback
+    /// backend is configured, the request goes there with the time that is left; a request
+    /// that was sent but got no reply is not sent again.
+    pub async fn request(&self, channel: &str, envelope: Envelope, timeout: Duration) -> Result<Envelope, BusError> {
+        let route = self.route(channel, &[Pattern::RequestResponse], "request")?;
+        let Some(fallback) = route.fallback.as_deref() else {
+            return self.request_on(route, envelope, timeout, timeout).await;
+        };
+        let started = Instant::now();
+        match self.request_on(route, envelope.clone(), timeout, timeout / 2).await {
+            Err(error @ BusError::Backend { .. }) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                warn!(channel, from = route.backend.name(), to = fallback.backend.name(), %error,
+                    "request failed on its backend; sending it through the fallback");
+                metrics::counter!("petstore_requests_fallback_total",
+                    "channel" => channel.to_owned(), "from" => route.backend.name(), "to" => fallback.backend.name())
+                .increment(1);
+                self.request_on(fallback, envelope, left, left).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends a request on `route` (giving up on sending after `send_limit`) and waits for
+    /// its reply until `timeout` has passed since the call.
+    async fn request_on(
         &self,
-        channel: &str,
+        route: &Route,
         mut envelope: Envelope,
         timeout: Duration,
+        send_limit: Duration,
     ) -> Result<Envelope, BusError> {
-        let route = self.route(channel, &[Pattern::RequestResponse], "request")?.clone();
-        envelope.reply_to = Some(self.reply_channel(&route).await?);
+        let started = Instant::now();
+        let unsent =
+            |what: &str| BusError::transient(route.backend.name(), format!("{what} not done within {send_limit:?}"));
+        envelope.reply_to = Some(
+            tokio::time::timeout(send_limit, self.reply_channel(route))
+                .await
+                .map_err(|_| unsent("opening the reply channel"))??,
+        );
         // Responders skip a request whose requester has stopped waiting (one that sat in a
         // queue while the responder was down, say).
-        let deadline = chrono::Utc::now() + timeout;
+        let deadline = chrono::Utc::now() + timeout.saturating_sub(started.elapsed());
         envelope
             .extensions
             .insert(crate::REQUEST_DEADLINE.to_owned(), deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -502,11 +563,14 @@ impl Bus {
         let id = envelope.id;
         self.pending().insert(id, tx);
         let result = async {
-            Self::publish_on(&route, &route.physical, &envelope).await?;
-            match tokio::time::timeout(timeout, rx).await {
+            let send_left = send_limit.saturating_sub(started.elapsed());
+            tokio::time::timeout(send_left, Self::publish_on(route, &route.physical, &envelope))
+                .await
+                .map_err(|_| unsent("publishing the request"))??;
+            match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), rx).await {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) => Err(BusError::Closed),
-                Err(_) => Err(BusError::Timeout { channel: channel.to_owned(), timeout }),
+                Err(_) => Err(BusError::Timeout { channel: route.channel.clone(), timeout }),
             }
         }
         .await;
@@ -624,13 +688,28 @@ impl Bus {
     }
 
     /// Answers requests on a request/response channel; the reply goes back to the
-    /// requester's reply channel with the request's id as its causation id.
+    /// requester's reply channel with the request's id as its causation id. With a fallback
+    /// backend configured the channel is served on it as well, so that requests that fall
+    /// back are answered.
     pub async fn serve(&self, channel: &str, group: &str, responder: impl Responder) -> Result<Subscription, BusError> {
         let route = self.route(channel, &[Pattern::RequestResponse], "serve")?.clone();
-        let answer =
-            Answer { backend: route.backend.clone(), channel: route.channel.clone(), responder: Arc::new(responder) };
-        self.spawn_consumer(route, group, Work::Each(Arc::new(answer)), 16, Duration::ZERO, None, self.inner.retry)
-            .await
+        let responder: Arc<dyn Responder> = Arc::new(responder);
+        let mut consumers = Vec::new();
+        for route in std::iter::once(route.clone()).chain(route.fallback.as_deref().cloned()) {
+            let answer =
+                Answer { backend: route.backend.clone(), channel: route.channel.clone(), responder: responder.clone() };
+            let work = Work::Each(Arc::new(answer));
+            let subscription =
+                self.spawn_consumer(route, group, work, 16, Duration::ZERO, None, self.inner.retry).await;
+            match subscription {
+                Ok(s) => consumers.extend(s.consumers),
+                Err(e) => {
+                    Subscription { consumers }.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Subscription { consumers })
     }
 
     /// Processes a stream in batches: up to `batch_size` messages, gathered for at most
@@ -676,7 +755,7 @@ impl Bus {
             }
             .instrument(span),
         );
-        Ok(Subscription { cancel, done })
+        Ok(Subscription { consumers: vec![(cancel, done)] })
     }
 
     /// Adds a subscription's group (and its channel's dead letters) to what the backlog

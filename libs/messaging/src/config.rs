@@ -119,8 +119,10 @@ pub struct BackendSelection {
     /// Backend for streaming channels.
     #[serde(default)]
     pub streaming: Option<BackendKind>,
-    /// Backend that stands in for an unavailable one; it must support every pattern it may
-    /// have to carry (checked at start-up).
+    /// Backend that request/response channels fall back to: each such channel is served on
+    /// it too, and a request whose own backend fails goes through it. It must support
+    /// request/response (checked at start-up). Other patterns never fall back: splitting an
+    /// event stream over two backends would break its order and its consumer groups.
     #[serde(default)]
     pub fallback: Option<BackendKind>,
 }

@@ -12,6 +12,13 @@ use tokio::{
     sync::watch,
 };
 
+/// The `host:port` of a server URL (`scheme://[user:password@]host:port[/…]`).
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
 /// The proxy; it stops when dropped.
 pub struct TcpProxy {
     /// `host:port` to give the services instead of the server's.
