@@ -4,10 +4,12 @@
 //! all-in-one mode).
 
 pub mod memory;
+mod per_saga;
 pub mod pg;
 mod relay;
 mod storage;
 
+pub use per_saga::{PerSagaState, PerSagaStore, SagaRecord};
 pub use relay::{OutboxSink, OutboxStore, run_relay};
 pub use storage::{Decision, Records, Storage, open_service};
 

@@ -1,15 +1,13 @@
 //! Where deliveries live: the `delivery` schema, or memory. Each command runs in one
 //! transaction with its inbox entry and its reply.
 
-use std::collections::HashMap;
-
 use contracts::{
     Address,
     delivery::{CancelDelivery, ScheduleDelivery},
 };
 use messaging::{Envelope, MessageContext};
-use persistence::{Records, Storage, StoreError};
-use sqlx::{PgConnection, Row};
+use persistence::{PerSagaState, PerSagaStore, SagaRecord, Storage, StoreError};
+use sqlx::{PgConnection, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::{
@@ -18,37 +16,25 @@ use crate::{
 };
 
 /// Deliveries by saga, for the in-memory store.
-#[derive(Debug, Default)]
-pub struct DeliveryState {
-    by_saga: HashMap<Uuid, Delivery>,
-}
+pub type DeliveryState = PerSagaState<Delivery>;
 
-/// The delivery store.
+/// The delivery store: one delivery per saga.
 #[derive(Clone)]
-pub struct DeliveryStore(Storage<DeliveryState>);
+pub struct DeliveryStore(PerSagaStore<Delivery>);
 
-/// One delivery per saga.
-struct Deliveries;
+impl SagaRecord for Delivery {
+    const SELECT: &'static str = SELECT;
 
-impl Records for Deliveries {
-    type Key = Uuid;
-    type Record = Delivery;
-    type State = DeliveryState;
-
-    fn get(state: &DeliveryState, saga_id: &Uuid) -> Option<Delivery> {
-        state.by_saga.get(saga_id).cloned()
+    fn saga_id(&self) -> Uuid {
+        self.saga_id
     }
 
-    fn put(state: &mut DeliveryState, delivery: Delivery) {
-        state.by_saga.insert(delivery.saga_id, delivery);
+    fn order_id(&self) -> Uuid {
+        self.order_id
     }
 
-    async fn load(conn: &mut PgConnection, saga_id: &Uuid) -> Result<Option<Delivery>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
-            .bind(saga_id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(decode).transpose()
+    fn decode(row: &PgRow) -> Result<Self, StoreError> {
+        decode(row)
     }
 
     async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
@@ -59,7 +45,7 @@ impl Records for Deliveries {
 impl DeliveryStore {
     /// Wraps the configured storage.
     pub fn new(storage: Storage<DeliveryState>) -> Self {
-        Self(storage)
+        Self(PerSagaStore::new(storage))
     }
 
     /// Handles `ScheduleDelivery` once; a new delivery is expected `delivery_days` after today.
@@ -72,7 +58,7 @@ impl DeliveryStore {
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
         let decide = |existing| domain::schedule(existing, cmd, delivery_days, source, ctx);
-        self.0.decide_once::<Deliveries>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
+        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
     }
 
     /// Handles `CancelDelivery` once.
@@ -84,23 +70,12 @@ impl DeliveryStore {
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
         let decide = |existing| domain::cancel(existing, cmd, source, ctx);
-        self.0.decide_once::<Deliveries>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
+        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
     }
 
     /// The delivery of an order's saga, if one was scheduled.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Delivery>, StoreError> {
-        match &self.0 {
-            Storage::Memory(memory) => {
-                Ok(memory.read(|s| s.by_saga.values().find(|d| d.order_id == order_id).cloned()))
-            }
-            Storage::Postgres { pool, .. } => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE order_id = $1")))
-                    .bind(order_id)
-                    .fetch_optional(pool)
-                    .await?;
-                row.as_ref().map(decode).transpose()
-            }
-        }
+        self.0.for_order(order_id).await
     }
 }
 
@@ -131,7 +106,7 @@ async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn decode(row: &sqlx::postgres::PgRow) -> Result<Delivery, StoreError> {
+fn decode(row: &PgRow) -> Result<Delivery, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Delivery {
         delivery_id: row.try_get("delivery_id")?,

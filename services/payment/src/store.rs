@@ -1,15 +1,13 @@
 //! Where payments live: the `payment` schema, or memory. Each command runs in one
 //! transaction with its inbox entry and its reply.
 
-use std::collections::HashMap;
-
 use contracts::{
     PaymentMethod,
     payment::{ProcessPayment, RefundPayment},
 };
 use messaging::{Envelope, MessageContext};
-use persistence::{Records, Storage, StoreError};
-use sqlx::{PgConnection, Row};
+use persistence::{PerSagaState, PerSagaStore, SagaRecord, Storage, StoreError};
+use sqlx::{PgConnection, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::{
@@ -19,37 +17,25 @@ use crate::{
 };
 
 /// Payments by saga, for the in-memory store.
-#[derive(Debug, Default)]
-pub struct PaymentState {
-    by_saga: HashMap<Uuid, Payment>,
-}
+pub type PaymentState = PerSagaState<Payment>;
 
-/// The payment store.
+/// The payment store: one payment per saga.
 #[derive(Clone)]
-pub struct PaymentStore(Storage<PaymentState>);
+pub struct PaymentStore(PerSagaStore<Payment>);
 
-/// One payment per saga.
-struct Payments;
+impl SagaRecord for Payment {
+    const SELECT: &'static str = SELECT;
 
-impl Records for Payments {
-    type Key = Uuid;
-    type Record = Payment;
-    type State = PaymentState;
-
-    fn get(state: &PaymentState, saga_id: &Uuid) -> Option<Payment> {
-        state.by_saga.get(saga_id).cloned()
+    fn saga_id(&self) -> Uuid {
+        self.saga_id
     }
 
-    fn put(state: &mut PaymentState, payment: Payment) {
-        state.by_saga.insert(payment.saga_id, payment);
+    fn order_id(&self) -> Uuid {
+        self.order_id
     }
 
-    async fn load(conn: &mut PgConnection, saga_id: &Uuid) -> Result<Option<Payment>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE saga_id = $1 FOR UPDATE")))
-            .bind(saga_id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(decode).transpose()
+    fn decode(row: &PgRow) -> Result<Self, StoreError> {
+        decode(row)
     }
 
     async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
@@ -60,7 +46,7 @@ impl Records for Payments {
 impl PaymentStore {
     /// Wraps the configured storage.
     pub fn new(storage: Storage<PaymentState>) -> Self {
-        Self(storage)
+        Self(PerSagaStore::new(storage))
     }
 
     /// Handles `ProcessPayment` once, recording the provider's `verdict` unless the saga's
@@ -74,7 +60,7 @@ impl PaymentStore {
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
         let decide = |existing| domain::process(existing, cmd, verdict, source, ctx);
-        self.0.decide_once::<Payments>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
+        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
     }
 
     /// Handles `RefundPayment` once.
@@ -86,36 +72,17 @@ impl PaymentStore {
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
         let decide = |existing| domain::refund(existing, cmd, source, ctx);
-        self.0.decide_once::<Payments>(SERVICE, message, &cmd.saga.saga_id, decide).await.map(drop)
+        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
     }
 
     /// The payment of an order's saga, if one was attempted.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
-        self.find("order_id", order_id, |p| p.order_id == order_id).await
+        self.0.for_order(order_id).await
     }
 
     /// The payment of a saga, if one was attempted (or voided).
     pub async fn for_saga(&self, saga_id: Uuid) -> Result<Option<Payment>, StoreError> {
-        self.find("saga_id", saga_id, |p| p.saga_id == saga_id).await
-    }
-
-    /// The payment whose `column` is `id` (`matches` says the same in memory).
-    async fn find(
-        &self,
-        column: &str,
-        id: Uuid,
-        matches: impl Fn(&Payment) -> bool,
-    ) -> Result<Option<Payment>, StoreError> {
-        match &self.0 {
-            Storage::Memory(memory) => Ok(memory.read(|s| s.by_saga.values().find(|p| matches(p)).cloned())),
-            Storage::Postgres { pool, .. } => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE {column} = $1")))
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
-                row.as_ref().map(decode).transpose()
-            }
-        }
+        self.0.for_saga(saga_id).await
     }
 }
 
@@ -148,7 +115,7 @@ fn method_name(m: PaymentMethod) -> String {
     serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-fn decode(row: &sqlx::postgres::PgRow) -> Result<Payment, StoreError> {
+fn decode(row: &PgRow) -> Result<Payment, StoreError> {
     let status: String = row.try_get("status")?;
     let method: Option<String> = row.try_get("payment_method")?;
     Ok(Payment {
