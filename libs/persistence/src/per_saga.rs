@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, marker::PhantomData};
 
+use contracts::SagaRef;
 use messaging::{BusError, Envelope};
 use sqlx::{PgConnection, postgres::PgRow};
 use uuid::Uuid;
@@ -14,10 +15,8 @@ use crate::{Decision, Records, Storage, StoreError};
 pub trait SagaRecord: Clone + Send + Sync + 'static {
     /// `SELECT <columns> FROM <table>`: the query [`SagaRecord::decode`] reads rows of.
     const SELECT: &'static str;
-    /// The saga the record belongs to.
-    fn saga_id(&self) -> Uuid;
-    /// The order of that saga.
-    fn order_id(&self) -> Uuid;
+    /// The saga the record belongs to, and its order.
+    fn saga(&self) -> SagaRef;
     /// Reads a row of [`SagaRecord::SELECT`].
     fn decode(row: &PgRow) -> Result<Self, StoreError>;
     /// Inserts or updates the record inside the caller's transaction.
@@ -49,7 +48,7 @@ impl<R: SagaRecord> Records for PerSaga<R> {
     }
 
     fn put(state: &mut PerSagaState<R>, record: R) {
-        state.by_saga.insert(record.saga_id(), record);
+        state.by_saga.insert(record.saga().saga_id, record);
     }
 
     async fn load(conn: &mut PgConnection, saga_id: &Uuid) -> Result<Option<R>, StoreError> {
@@ -95,12 +94,12 @@ impl<R: SagaRecord> PerSagaStore<R> {
 
     /// The record of a saga, if it has one.
     pub async fn for_saga(&self, saga_id: Uuid) -> Result<Option<R>, StoreError> {
-        self.find("saga_id", saga_id, |r| r.saga_id() == saga_id).await
+        self.find("saga_id", saga_id, |r| r.saga().saga_id == saga_id).await
     }
 
     /// The record of an order's saga, if it has one.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Option<R>, StoreError> {
-        self.find("order_id", order_id, |r| r.order_id() == order_id).await
+        self.find("order_id", order_id, |r| r.saga().order_id == order_id).await
     }
 
     /// The record whose `column` is `id` (`matches` says the same in memory).

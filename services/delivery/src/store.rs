@@ -2,7 +2,7 @@
 //! transaction with its inbox entry and its reply.
 
 use contracts::{
-    Address,
+    Address, SagaRef,
     delivery::{CancelDelivery, ScheduleDelivery},
 };
 use messaging::{Envelope, MessageContext};
@@ -25,20 +25,54 @@ pub struct DeliveryStore(PerSagaStore<Delivery>);
 impl SagaRecord for Delivery {
     const SELECT: &'static str = SELECT;
 
-    fn saga_id(&self) -> Uuid {
-        self.saga_id
-    }
-
-    fn order_id(&self) -> Uuid {
-        self.order_id
+    fn saga(&self) -> SagaRef {
+        SagaRef { saga_id: self.saga_id, order_id: self.order_id }
     }
 
     fn decode(row: &PgRow) -> Result<Self, StoreError> {
-        decode(row)
+        let status: String = row.try_get("status")?;
+        Ok(Delivery {
+            delivery_id: row.try_get("delivery_id")?,
+            saga_id: row.try_get("saga_id")?,
+            order_id: row.try_get("order_id")?,
+            customer_id: row.try_get("customer_id")?,
+            pet_id: row.try_get("pet_id")?,
+            shipping_address: Address {
+                street: row.try_get("street")?,
+                city: row.try_get("city")?,
+                postal_code: row.try_get("postal_code")?,
+                country: row.try_get("country")?,
+            },
+            status: DeliveryStatus::parse(&status)
+                .ok_or_else(|| StoreError::Codec(format!("unknown delivery status {status}")))?,
+            estimated_delivery: row.try_get("estimated_delivery")?,
+            created_at: row.try_get("created_at")?,
+            cancelled_at: row.try_get("cancelled_at")?,
+        })
     }
 
-    async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
-        save(conn, d).await
+    async fn save(conn: &mut PgConnection, d: &Self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deliveries (delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
+             status, estimated_delivery, created_at, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status, cancelled_at = EXCLUDED.cancelled_at",
+        )
+        .bind(d.delivery_id)
+        .bind(d.saga_id)
+        .bind(d.order_id)
+        .bind(&d.customer_id)
+        .bind(&d.pet_id)
+        .bind(&d.shipping_address.street)
+        .bind(&d.shipping_address.city)
+        .bind(&d.shipping_address.postal_code)
+        .bind(&d.shipping_address.country)
+        .bind(d.status.as_str())
+        .bind(d.estimated_delivery)
+        .bind(d.created_at)
+        .bind(d.cancelled_at)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 
@@ -81,52 +115,6 @@ impl DeliveryStore {
 
 const SELECT: &str = "SELECT delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
                       status, estimated_delivery, created_at, cancelled_at FROM deliveries";
-
-async fn save(conn: &mut PgConnection, d: &Delivery) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO deliveries (delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
-         status, estimated_delivery, created_at, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status, cancelled_at = EXCLUDED.cancelled_at",
-    )
-    .bind(d.delivery_id)
-    .bind(d.saga_id)
-    .bind(d.order_id)
-    .bind(&d.customer_id)
-    .bind(&d.pet_id)
-    .bind(&d.shipping_address.street)
-    .bind(&d.shipping_address.city)
-    .bind(&d.shipping_address.postal_code)
-    .bind(&d.shipping_address.country)
-    .bind(d.status.as_str())
-    .bind(d.estimated_delivery)
-    .bind(d.created_at)
-    .bind(d.cancelled_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-fn decode(row: &PgRow) -> Result<Delivery, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(Delivery {
-        delivery_id: row.try_get("delivery_id")?,
-        saga_id: row.try_get("saga_id")?,
-        order_id: row.try_get("order_id")?,
-        customer_id: row.try_get("customer_id")?,
-        pet_id: row.try_get("pet_id")?,
-        shipping_address: Address {
-            street: row.try_get("street")?,
-            city: row.try_get("city")?,
-            postal_code: row.try_get("postal_code")?,
-            country: row.try_get("country")?,
-        },
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| StoreError::Codec(format!("unknown delivery status {status}")))?,
-        estimated_delivery: row.try_get("estimated_delivery")?,
-        created_at: row.try_get("created_at")?,
-        cancelled_at: row.try_get("cancelled_at")?,
-    })
-}
 
 #[cfg(test)]
 mod tests {

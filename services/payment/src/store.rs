@@ -2,7 +2,7 @@
 //! transaction with its inbox entry and its reply.
 
 use contracts::{
-    PaymentMethod,
+    PaymentMethod, SagaRef,
     payment::{ProcessPayment, RefundPayment},
 };
 use messaging::{Envelope, MessageContext};
@@ -26,20 +26,54 @@ pub struct PaymentStore(PerSagaStore<Payment>);
 impl SagaRecord for Payment {
     const SELECT: &'static str = SELECT;
 
-    fn saga_id(&self) -> Uuid {
-        self.saga_id
-    }
-
-    fn order_id(&self) -> Uuid {
-        self.order_id
+    fn saga(&self) -> SagaRef {
+        SagaRef { saga_id: self.saga_id, order_id: self.order_id }
     }
 
     fn decode(row: &PgRow) -> Result<Self, StoreError> {
-        decode(row)
+        let status: String = row.try_get("status")?;
+        let method: Option<String> = row.try_get("payment_method")?;
+        Ok(Payment {
+            payment_id: row.try_get("payment_id")?,
+            saga_id: row.try_get("saga_id")?,
+            order_id: row.try_get("order_id")?,
+            customer_id: row.try_get("customer_id")?,
+            amount: row.try_get("amount")?,
+            currency: row.try_get("currency")?,
+            payment_method: method
+                .map(|m| {
+                    serde_json::from_value(serde_json::Value::String(m.clone()))
+                        .map_err(|_| StoreError::Codec(format!("unknown payment method {m}")))
+                })
+                .transpose()?,
+            status: PaymentStatus::parse(&status)
+                .ok_or_else(|| StoreError::Codec(format!("unknown payment status {status}")))?,
+            decline_reason: row.try_get("decline_reason")?,
+            created_at: row.try_get("created_at")?,
+            refunded_at: row.try_get("refunded_at")?,
+        })
     }
 
-    async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
-        save(conn, p).await
+    async fn save(conn: &mut PgConnection, p: &Self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO payments (payment_id, saga_id, order_id, customer_id, amount, currency, payment_method, status, \
+             decline_reason, created_at, refunded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, refunded_at = EXCLUDED.refunded_at",
+        )
+        .bind(p.payment_id)
+        .bind(p.saga_id)
+        .bind(p.order_id)
+        .bind(&p.customer_id)
+        .bind(p.amount)
+        .bind(&p.currency)
+        .bind(p.payment_method.map(method_name))
+        .bind(p.status.as_str())
+        .bind(&p.decline_reason)
+        .bind(p.created_at)
+        .bind(p.refunded_at)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 
@@ -89,54 +123,8 @@ impl PaymentStore {
 const SELECT: &str = "SELECT payment_id, saga_id, order_id, customer_id, amount, currency, payment_method, status, \
                       decline_reason, created_at, refunded_at FROM payments";
 
-async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO payments (payment_id, saga_id, order_id, customer_id, amount, currency, payment_method, status, \
-         decline_reason, created_at, refunded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, refunded_at = EXCLUDED.refunded_at",
-    )
-    .bind(p.payment_id)
-    .bind(p.saga_id)
-    .bind(p.order_id)
-    .bind(&p.customer_id)
-    .bind(p.amount)
-    .bind(&p.currency)
-    .bind(p.payment_method.map(method_name))
-    .bind(p.status.as_str())
-    .bind(&p.decline_reason)
-    .bind(p.created_at)
-    .bind(p.refunded_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 fn method_name(m: PaymentMethod) -> String {
     serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-fn decode(row: &PgRow) -> Result<Payment, StoreError> {
-    let status: String = row.try_get("status")?;
-    let method: Option<String> = row.try_get("payment_method")?;
-    Ok(Payment {
-        payment_id: row.try_get("payment_id")?,
-        saga_id: row.try_get("saga_id")?,
-        order_id: row.try_get("order_id")?,
-        customer_id: row.try_get("customer_id")?,
-        amount: row.try_get("amount")?,
-        currency: row.try_get("currency")?,
-        payment_method: method
-            .map(|m| {
-                serde_json::from_value(serde_json::Value::String(m.clone()))
-                    .map_err(|_| StoreError::Codec(format!("unknown payment method {m}")))
-            })
-            .transpose()?,
-        status: PaymentStatus::parse(&status)
-            .ok_or_else(|| StoreError::Codec(format!("unknown payment status {status}")))?,
-        decline_reason: row.try_get("decline_reason")?,
-        created_at: row.try_get("created_at")?,
-        refunded_at: row.try_get("refunded_at")?,
-    })
 }
 
 #[cfg(test)]
