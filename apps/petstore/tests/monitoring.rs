@@ -42,6 +42,7 @@ const CATALOGUE: &[&str] = &[
     "petstore_messages_deduplicated_total",
     "petstore_messages_malformed_total",
     "petstore_requests_expired_total",
+    "petstore_requests_fallback_total",
     "petstore_consumer_lag_messages",
     "petstore_dlq_depth_messages",
     // outbox (persistence)
@@ -73,6 +74,7 @@ const ABSENT_WHEN_HEALTHY: &[&str] = &[
     "petstore_messages_deduplicated_total",       // a message was delivered twice
     "petstore_messages_malformed_total",          // a backend received something that is not an envelope
     "petstore_requests_expired_total",            // a reply came after its caller gave up
+    "petstore_requests_fallback_total",           // a request's backend failed; it took the fallback
     "petstore_cache_errors_total",                // a Redis operation failed
     "petstore_saga_timeouts_total",               // a participant did not reply in time
     "petstore_circuit_breaker_transitions_total", // a breaker opened
