@@ -17,17 +17,45 @@ pub fn server_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Creates an empty database with a random name and returns its URL.
+/// Test databases older than this are dropped by the next [`fresh_database`]: no test runs
+/// that long, so they are left over (tests do not drop theirs: a failed test's database is
+/// there to look at until then).
+const TEST_DATABASE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
+
+/// Creates an empty database with a random name (`t_<UUIDv7>`, so its age shows in its name)
+/// and returns its URL; first drops the test databases older than two hours.
 pub async fn fresh_database() -> String {
     let server = server_url();
     let name = format!("t_{}", uuid::Uuid::now_v7().simple());
     let mut admin = sqlx::PgConnection::connect(&server).await.expect("connect to PostgreSQL (run dev/infra.sh)");
+    drop_stale_test_databases(&mut admin).await;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("create database");
     let (base, _) = server.rsplit_once('/').expect("DATABASE_URL names a database");
     format!("{base}/{name}")
+}
+
+/// Drops `t_<UUIDv7>` databases created more than [`TEST_DATABASE_LIFETIME`] ago. Failures
+/// are ignored: another test process may be dropping the same one.
+async fn drop_stale_test_databases(admin: &mut sqlx::PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now();
+    for name in names {
+        let created = uuid::Uuid::parse_str(&name[2..]).ok().and_then(|id| id.get_timestamp()).map(|t| {
+            let (secs, nanos) = t.to_unix();
+            std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+        });
+        let stale = created.and_then(|c| now.duration_since(c).ok()).is_some_and(|age| age > TEST_DATABASE_LIFETIME);
+        if stale {
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut *admin).await;
+        }
+    }
 }
 
 /// A context from the embedded defaults plus `overrides` (YAML), with its own shutdown
