@@ -5,8 +5,11 @@
 # Idempotent: starts only what is down, installs only what is missing,
 # and waits until each one answers. Used by the README test command and by .ci/run.
 #
-#   dev/infra.sh            # ensure everything is up
-#   dev/infra.sh env        # print the environment variables the tests read
+#   dev/infra.sh                  # ensure everything is up
+#   dev/infra.sh env              # print the environment variables the tests read
+#   dev/infra.sh restart-broker   # replace our tansu with a fresh, empty one (CI does, before
+#                                 # the tests: its memory storage keeps every earlier run's
+#                                 # topics and groups, and slows down with them)
 #
 # State (the broker's virtualenv, logs, pid files) lives in $PETSTORE_INFRA_DIR
 # (default: ~/.cache/petstore-infra) so it survives across clones.
@@ -142,6 +145,21 @@ ensure_kafka() {
   wait_port "Kafka-protocol broker" "$KAFKA_PORT" 30
 }
 
+restart_broker() {
+  if [ -n "${KAFKA_BROKERS:-}" ] && [ "${KAFKA_BROKERS}" != "127.0.0.1:$KAFKA_PORT" ]; then
+    log "KAFKA_BROKERS=$KAFKA_BROKERS is not ours: left as it is"; return
+  fi
+  local bin deadline=$((SECONDS + 15)); bin=$(tansu_binary)
+  if pkill -f -- "$bin broker"; then
+    while port_open "$KAFKA_PORT"; do
+      if (( SECONDS >= deadline )); then log "tansu did not stop in 15 s"; return 1; fi
+      sleep 0.2
+    done
+    log "stopped tansu"
+  fi
+  ensure_kafka
+}
+
 print_env() {
   cat <<ENV
 export DATABASE_URL=\${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -156,5 +174,6 @@ ENV
 case "${1:-up}" in
   up) ensure_postgres; ensure_redis; ensure_kafka; ensure_nats; ensure_rabbitmq; ensure_sns; ensure_promtool ;;
   env) print_env ;;
-  *) echo "usage: dev/infra.sh [up|env]" >&2; exit 2 ;;
+  restart-broker) restart_broker ;;
+  *) echo "usage: dev/infra.sh [up|env|restart-broker]" >&2; exit 2 ;;
 esac
