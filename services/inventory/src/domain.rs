@@ -253,6 +253,103 @@ pub(crate) fn decide(
     Ok((saved, reply))
 }
 
+/// What the inventory remembers of one saga's reservation. Commands can arrive late — a
+/// re-sent `ReservePet` processed after the saga was already answered, or a `ReservePet`
+/// overtaken by the saga's `ReleasePet` — and the pet's own state cannot tell: the pet may be
+/// available again by then. The mark makes a saga's reservation decided once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaMark {
+    /// Its `ReservePet` succeeded (the pet may have been released or expired since).
+    Reserved,
+    /// Its `ReservePet` was refused, for this reason.
+    Refused(String),
+    /// It released the pet, possibly before any reservation arrived.
+    Released,
+}
+
+impl SagaMark {
+    /// The stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Refused(_) => "refused",
+            Self::Released => "released",
+        }
+    }
+
+    /// Reads the stored name and reason.
+    pub fn parse(mark: &str, reason: Option<String>) -> Option<Self> {
+        match (mark, reason) {
+            ("reserved", None) => Some(Self::Reserved),
+            ("refused", Some(reason)) => Some(Self::Refused(reason)),
+            ("released", None) => Some(Self::Released),
+            _ => None,
+        }
+    }
+}
+
+/// A pet as one saga's command sees it: the pet, the saga, and the saga's mark.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HeldFor {
+    /// The pet.
+    pub(crate) pet: Pet,
+    /// The saga of the command.
+    pub(crate) saga_id: Uuid,
+    /// What that saga's earlier commands decided.
+    pub(crate) mark: Option<SagaMark>,
+    /// Whether the pet changed (what caches must forget), as opposed to the mark alone.
+    pub(crate) pet_changed: bool,
+}
+
+/// [`decide`] for a saga that may have been answered before. A `ReservePet` from a saga
+/// whose reservation was already decided repeats that decision — refused stays refused, and
+/// a reservation released, expired or never made is not made now — so a late copy cannot
+/// reserve a pet for a saga that has moved on. A `ReleasePet` marks the saga released even
+/// when nothing was reserved yet, so the `ReservePet` it overtook is refused when it comes.
+pub(crate) fn decide_for_saga(
+    existing: Option<HeldFor>,
+    cmd: &InventoryCommand,
+    clock: Clock,
+    source: &str,
+    ctx: &MessageContext,
+) -> Result<persistence::Decision<HeldFor>, BusError> {
+    let Some(HeldFor { pet, saga_id, mark, .. }) = existing else {
+        let (_, reply) = decide(None, cmd, clock, source, ctx)?;
+        return Ok((None, reply));
+    };
+    let saga = cmd.saga();
+    let pet_id = pet.pet_id.clone();
+    let refuse =
+        |reason: String| Outgoing::message(source, &PetReservationFailed { saga, reason, pet_id: pet_id.clone() }, ctx);
+    let held_in_time =
+        pet.held_by(saga_id) && pet.status == Availability::Reserved && !pet.reservation_expired(clock.now);
+    match (cmd, &mark) {
+        (InventoryCommand::Reserve(_), Some(SagaMark::Refused(reason))) => return Ok((None, refuse(reason.clone())?)),
+        (InventoryCommand::Reserve(_), Some(SagaMark::Released)) => {
+            return Ok((None, refuse(format!("the reservation of pet {pet_id} was cancelled"))?));
+        }
+        (InventoryCommand::Reserve(_), Some(SagaMark::Reserved)) if !held_in_time => {
+            return Ok((None, refuse(refusal(Some(&pet), saga_id, clock.now, &pet_id))?));
+        }
+        _ => {}
+    }
+    let reason = refusal(Some(&pet), saga_id, clock.now, &pet_id);
+    let (saved, reply) = decide(Some(pet.clone()), cmd, clock, source, ctx)?;
+    let new_mark = match cmd {
+        InventoryCommand::Reserve(_) if mark.is_none() => {
+            Some(if reply.envelope.is::<PetReserved>() { SagaMark::Reserved } else { SagaMark::Refused(reason) })
+        }
+        InventoryCommand::Release(_) if mark != Some(SagaMark::Released) => Some(SagaMark::Released),
+        _ => None,
+    };
+    let pet_changed = saved.is_some();
+    if !pet_changed && new_mark.is_none() {
+        return Ok((None, reply));
+    }
+    let held = HeldFor { pet: saved.unwrap_or(pet), saga_id, mark: new_mark.or(mark), pet_changed };
+    Ok((Some(held), reply))
+}
+
 /// A reservation the sweeper releases.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Expiry {
@@ -502,5 +599,77 @@ mod tests {
         .expect("encode");
         let err = InventoryCommand::from_envelope(&env).expect_err("not a command");
         assert!(err.to_string().contains("get-pet-status"), "{err}");
+    }
+
+    /// Runs `cmd` of `saga` through [`decide_for_saga`] against `held`, returning what is
+    /// held afterwards (the input when nothing was written) and the reply's type and reason.
+    fn for_saga(held: HeldFor, cmd: Cmd, saga: SagaRef) -> (HeldFor, bool, &'static str, Option<String>) {
+        let (saved, reply) =
+            decide_for_saga(Some(held.clone()), &command(cmd, saga), clock(), "/t", &MessageContext::default())
+                .expect("decide");
+        let reason = reply.envelope.decode::<PetReservationFailed>().ok().map(|f| f.reason);
+        let kind = [PetReserved::TYPE, PetReservationFailed::TYPE, PetReleased::TYPE]
+            .into_iter()
+            .find(|t| reply.envelope.event_type == *t)
+            .unwrap_or("other");
+        let written = saved.is_some();
+        (saved.map(|s| HeldFor { pet_changed: false, ..s }).unwrap_or(held), written, kind, reason)
+    }
+
+    fn held(given: Given, saga: SagaRef, mark: Option<SagaMark>) -> HeldFor {
+        HeldFor { pet: pet(given, saga).expect("a pet"), saga_id: saga.saga_id, mark, pet_changed: false }
+    }
+
+    #[test]
+    fn a_late_copy_of_a_refused_reservation_is_refused_again_though_the_pet_is_free_now() {
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let (after, written, kind, reason) = for_saga(held(Given::ReservedByOther, saga, None), Cmd::Reserve, saga);
+        assert_eq!((written, kind), (true, PetReservationFailed::TYPE), "the refusal is remembered");
+        let refused = Some("pet goldfish-004 is already reserved".to_owned());
+        assert_eq!(
+            (after.mark.clone(), reason.clone()),
+            (Some(SagaMark::Refused(refused.clone().unwrap_or_default())), refused.clone())
+        );
+
+        // The other saga let the pet go; the re-sent copy arrives now.
+        let freed = HeldFor { pet: pet(Given::Available, saga).expect("pet"), ..after };
+        let (after, written, kind, again) = for_saga(freed, Cmd::Reserve, saga);
+        assert_eq!((written, kind, again), (false, PetReservationFailed::TYPE, refused));
+        assert_eq!(after.pet.status, Availability::Available, "not reserved for a saga that has moved on");
+    }
+
+    #[test]
+    fn a_release_that_overtakes_its_reservation_makes_the_reservation_fail() {
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let (after, written, kind, _) = for_saga(held(Given::Available, saga, None), Cmd::Release, saga);
+        assert_eq!((written, kind, after.mark.clone()), (true, PetReleased::TYPE, Some(SagaMark::Released)));
+        let (after, written, kind, reason) = for_saga(after, Cmd::Reserve, saga);
+        assert_eq!((written, kind), (false, PetReservationFailed::TYPE));
+        assert_eq!(reason.as_deref(), Some("the reservation of pet goldfish-004 was cancelled"));
+        assert_eq!(after.pet.status, Availability::Available);
+    }
+
+    #[test]
+    fn a_reservation_is_confirmed_while_it_holds_and_never_made_again() {
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let (reserved, written, kind, _) = for_saga(held(Given::Available, saga, None), Cmd::Reserve, saga);
+        assert_eq!((written, kind, reserved.mark.clone()), (true, PetReserved::TYPE, Some(SagaMark::Reserved)));
+        assert_eq!(reserved.pet.status, Availability::Reserved);
+        let (_, written, kind, _) = for_saga(reserved.clone(), Cmd::Reserve, saga);
+        assert_eq!((written, kind), (false, PetReserved::TYPE), "a copy while it holds confirms it");
+
+        // Expired and swept: the pet is free again, but not for this saga.
+        let swept = held(Given::ReleasedOnExpiry, saga, Some(SagaMark::Reserved));
+        let (after, written, kind, _) = for_saga(swept, Cmd::Reserve, saga);
+        assert_eq!((written, kind, after.pet.status), (false, PetReservationFailed::TYPE, Availability::Available));
+
+        // Released by its compensation: the same.
+        let (released, _, kind, _) = for_saga(reserved, Cmd::Release, saga);
+        assert_eq!(
+            (kind, released.mark.clone(), released.pet.status),
+            (PetReleased::TYPE, Some(SagaMark::Released), Availability::Available)
+        );
+        let (after, written, kind, _) = for_saga(released, Cmd::Reserve, saga);
+        assert_eq!((written, kind, after.pet.status), (false, PetReservationFailed::TYPE, Availability::Available));
     }
 }

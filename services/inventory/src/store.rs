@@ -3,28 +3,34 @@
 //! The sweeper's releases of expired reservations lock the same rows, so a command and a
 //! release of one pet never interleave: whichever comes second sees what the first did.
 
-use std::{collections::BTreeMap, ops::Bound};
+use std::{
+    collections::{BTreeMap, HashMap},
+    ops::Bound,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use messaging::{Envelope, MessageContext};
 use persistence::{Outgoing, Records, Storage, StoreError};
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
 use crate::{
     SERVICE,
-    domain::{self, Clock, Expiry, InventoryCommand, Pet, PetFilter},
+    domain::{self, Clock, Expiry, HeldFor, InventoryCommand, Pet, PetFilter, SagaMark},
 };
 
-/// The catalog by pet id (in id order, for keyset paging), for the in-memory store.
+/// The catalog by pet id (in id order, for keyset paging) and the sagas' marks, for the
+/// in-memory store.
 #[derive(Debug, Default)]
 pub struct CatalogState {
     pets: BTreeMap<String, Pet>,
+    marks: HashMap<Uuid, SagaMark>,
 }
 
 impl CatalogState {
     /// A catalog holding `pets`.
     pub fn new(pets: impl IntoIterator<Item = Pet>) -> Self {
-        Self { pets: pets.into_iter().map(|p| (p.pet_id.clone(), p)).collect() }
+        Self { pets: pets.into_iter().map(|p| (p.pet_id.clone(), p)).collect(), marks: HashMap::new() }
     }
 }
 
@@ -39,32 +45,69 @@ pub struct InventoryStore {
 /// for the next sweep.
 const SWEEP_BATCH: usize = 100;
 
-/// The catalog's pets, by id.
-struct Pets;
+/// A pet, with the mark of the saga whose command is decided (key: pet id, saga id). The
+/// pet's row lock serializes every command about the pet, and a saga's commands are all about
+/// its one pet, so the mark needs no lock of its own.
+struct PetsForSaga;
 
-impl Records for Pets {
-    type Key = str;
-    type Record = Pet;
+impl Records for PetsForSaga {
+    type Key = (String, Uuid);
+    type Record = HeldFor;
     type State = CatalogState;
 
-    fn get(state: &CatalogState, pet_id: &str) -> Option<Pet> {
-        state.pets.get(pet_id).cloned()
+    fn get(state: &CatalogState, (pet_id, saga_id): &(String, Uuid)) -> Option<HeldFor> {
+        let pet = state.pets.get(pet_id)?.clone();
+        Some(HeldFor { pet, saga_id: *saga_id, mark: state.marks.get(saga_id).cloned(), pet_changed: false })
     }
 
-    fn put(state: &mut CatalogState, pet: Pet) {
-        state.pets.insert(pet.pet_id.clone(), pet);
+    fn put(state: &mut CatalogState, held: HeldFor) {
+        if let Some(mark) = held.mark {
+            state.marks.insert(held.saga_id, mark);
+        }
+        if held.pet_changed {
+            state.pets.insert(held.pet.pet_id.clone(), held.pet);
+        }
     }
 
-    async fn load(conn: &mut PgConnection, pet_id: &str) -> Result<Option<Pet>, StoreError> {
+    async fn load(conn: &mut PgConnection, (pet_id, saga_id): &(String, Uuid)) -> Result<Option<HeldFor>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1 FOR UPDATE")))
             .bind(pet_id)
-            .fetch_optional(conn)
+            .fetch_optional(&mut *conn)
             .await?;
-        row.as_ref().map(decode).transpose()
+        let Some(pet) = row.as_ref().map(decode).transpose()? else { return Ok(None) };
+        let mark = sqlx::query("SELECT mark, reason FROM saga_marks WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| {
+                let (mark, reason): (String, Option<String>) = (row.try_get("mark")?, row.try_get("reason")?);
+                SagaMark::parse(&mark, reason).ok_or_else(|| StoreError::Codec(format!("unknown saga mark {mark}")))
+            })
+            .transpose()?;
+        Ok(Some(HeldFor { pet, saga_id: *saga_id, mark, pet_changed: false }))
     }
 
-    async fn save(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
-        save_status(conn, p).await
+    async fn save(conn: &mut PgConnection, held: &HeldFor) -> Result<(), StoreError> {
+        if held.pet_changed {
+            save_status(conn, &held.pet).await?;
+        }
+        if let Some(mark) = &held.mark {
+            let reason = match mark {
+                SagaMark::Refused(reason) => Some(reason.as_str()),
+                SagaMark::Reserved | SagaMark::Released => None,
+            };
+            sqlx::query(
+                "INSERT INTO saga_marks (saga_id, pet_id, mark, reason, marked_at) VALUES ($1, $2, $3, $4, now()) \
+                 ON CONFLICT (saga_id) DO UPDATE SET mark = EXCLUDED.mark, reason = EXCLUDED.reason, marked_at = now()",
+            )
+            .bind(held.saga_id)
+            .bind(&held.pet.pet_id)
+            .bind(mark.as_str())
+            .bind(reason)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -124,9 +167,10 @@ impl InventoryStore {
         ctx: &MessageContext,
     ) -> Result<Option<String>, StoreError> {
         let clock = Clock { now: Utc::now(), reservation_ttl: self.reservation_ttl };
-        let decide = |existing| domain::decide(existing, cmd, clock, source, ctx);
-        let saved = self.storage.decide_once::<Pets>(SERVICE, message, cmd.pet_id(), decide).await?;
-        Ok(saved.map(|p| p.pet_id))
+        let decide = |existing| domain::decide_for_saga(existing, cmd, clock, source, ctx);
+        let key = (cmd.pet_id().to_owned(), cmd.saga().saga_id);
+        let saved = self.storage.decide_once::<PetsForSaga>(SERVICE, message, &key, decide).await?;
+        Ok(saved.filter(|held| held.pet_changed).map(|held| held.pet.pet_id))
     }
 
     /// Releases reservations that ran out by `now` (at most [`SWEEP_BATCH`]), each with its

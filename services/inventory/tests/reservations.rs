@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::{Harness, eventually};
-use contracts::inventory::{MarkPetSold, PetReleased, PetReserved, PetSaleFailed, PetSold, ReleasePet};
+use contracts::{
+    SagaRef,
+    inventory::{
+        MarkPetSold, PetReleased, PetReservationFailed, PetReserved, PetSaleFailed, PetSold, ReleasePet, ReservePet,
+    },
+};
 use serde_json::json;
 
 /// Settings with reservations holding `ttl_ms` and swept every `sweep_ms`.
@@ -42,6 +47,7 @@ on_both_backends!(
     an_expired_reservation_is_released_and_its_sale_refused: super::reservations(300, 50),
     a_reservation_within_its_time_is_left_alone: super::reservations(600_000, 20),
     a_sale_racing_the_sweeper_either_sells_or_releases_never_both: super::reservations(150, 10),
+    late_copies_of_a_sagas_commands_never_reserve_the_pet_again: super::reservations(600_000, 1_000),
 );
 
 /// Waits until `GET /pets/{pet}` (through the cache) says `status`.
@@ -127,4 +133,35 @@ async fn a_sale_racing_the_sweeper_either_sells_or_releases_never_both(h: &Harne
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Commands that arrive late — a re-sent `ReservePet` handled after its saga was refused, or
+/// a `ReservePet` overtaken by its saga's `ReleasePet` — are answered as their saga was, and
+/// the pet freed meanwhile stays free.
+async fn late_copies_of_a_sagas_commands_never_reserve_the_pet_again(h: &Harness) {
+    let pet = "lovebird-020".to_owned();
+    let holder = h.reserve(&pet).await;
+    h.reply::<PetReserved>(holder.saga_id).await;
+    let refused = h.reserve(&pet).await;
+    let first = h.reply::<PetReservationFailed>(refused.saga_id).await;
+    h.send(&ReleasePet { saga: holder, pet_id: pet.clone() }).await;
+    h.reply::<PetReleased>(holder.saga_id).await;
+    shows(h, &pet, "available").await;
+
+    // The refused saga's re-sent copy, handled now that the pet is free.
+    h.send(&ReservePet { saga: refused, pet_id: pet.clone() }).await;
+    let again = h.reply::<PetReservationFailed>(refused.saga_id).await;
+    assert_eq!(again.reason, first.reason, "the first answer stands");
+
+    // A release that overtook its saga's reservation.
+    let overtaken = SagaRef { saga_id: uuid::Uuid::now_v7(), order_id: uuid::Uuid::now_v7() };
+    h.send(&ReleasePet { saga: overtaken, pet_id: pet.clone() }).await;
+    h.reply::<PetReleased>(overtaken.saga_id).await;
+    h.send(&ReservePet { saga: overtaken, pet_id: pet.clone() }).await;
+    let cancelled = h.reply::<PetReservationFailed>(overtaken.saga_id).await;
+    assert!(cancelled.reason.contains("cancelled"), "{}", cancelled.reason);
+    assert_eq!(
+        h.pet_status(&pet).await.pet.expect("the pet").availability,
+        contracts::inventory::Availability::Available
+    );
 }
