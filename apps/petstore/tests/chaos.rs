@@ -2,10 +2,10 @@
 //! RabbitMQ connection (notifications) is cut and restored, and Redis (the catalog cache) is
 //! cut and restored — all on loopback, through proxies the test controls — and the payment
 //! provider fails a fifth of its calls (retried, a charge declined as unavailable when all its
-//! attempts fail, the breaker opening on a bad streak). Afterwards the
-//! invariants are checked and printed: every saga terminal, no order lost, no payment taken
-//! twice, money adds up, each pet sold at most once, notifications match outcomes, and the
-//! dead letters are empty or explained.
+//! attempts fail, the breaker opening on a bad streak). Afterwards the invariants are checked
+//! and printed: every saga terminal, no order lost, no payment taken twice, money adds up,
+//! each pet sold at most once, deliveries only for completed sagas, notifications match
+//! outcomes, and the dead letters are empty or explained.
 
 mod support;
 
@@ -280,6 +280,22 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
     if failed == 0 {
         assert!(reserved.is_empty(), "no reservation outlives its saga: {reserved:?}");
     }
+
+    // A delivery is scheduled for each completed saga and for no other (a late booking of a
+    // compensated saga books nothing).
+    let deliveries = sqlx::query(
+        "SELECT s.status, count(*) AS n FROM delivery.deliveries d JOIN orchestrator.sagas s ON s.saga_id = d.saga_id \
+         WHERE s.order_id = ANY($1) AND d.status = 'scheduled' GROUP BY 1",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await
+    .expect("deliveries");
+    let scheduled: HashMap<String, i64> = deliveries.iter().map(|r| (r.get("status"), r.get("n"))).collect();
+    println!("invariant: deliveries scheduled by saga outcome — {scheduled:?}");
+    let completed_sagas = outcome.get("completed").copied().unwrap_or(0) as i64;
+    assert_eq!(scheduled.get("completed").copied().unwrap_or(0), completed_sagas, "one delivery per completed saga");
+    assert_eq!(scheduled.values().sum::<i64>(), completed_sagas, "no delivery for a saga that did not complete");
 
     let notices = sqlx::query(
         "SELECT s.status, n.kind, count(*) AS n FROM orchestrator.sagas s \

@@ -48,27 +48,40 @@ pub struct Delivery {
     pub saga_id: Uuid,
     /// Its order.
     pub order_id: Uuid,
+    /// What was booked; `None` for a delivery cancelled before it was ever scheduled (the
+    /// saga compensated while its `ScheduleDelivery` was still on its way): a tombstone that
+    /// makes that late command book nothing.
+    pub booking: Option<Booking>,
+    /// Where it is.
+    pub status: DeliveryStatus,
+    /// When it was scheduled (or, for a tombstone, cancelled).
+    pub created_at: DateTime<Utc>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// What a scheduled delivery carries where.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Booking {
     /// The recipient.
     pub customer_id: String,
     /// What is delivered.
     pub pet_id: String,
     /// Where to.
     pub shipping_address: Address,
-    /// Where it is.
-    pub status: DeliveryStatus,
     /// The day the pet is expected to arrive.
     pub estimated_delivery: NaiveDate,
-    /// When it was scheduled.
-    pub created_at: DateTime<Utc>,
-    /// When it was cancelled.
-    pub cancelled_at: Option<DateTime<Utc>>,
 }
+
+/// Why a delivery cancelled before a late `ScheduleDelivery` books nothing.
+pub const CANCELLED: &str = "the delivery was cancelled: the order was cancelled";
 
 type Decision = persistence::Decision<Delivery>;
 
 /// Books the delivery unless this saga already has one, in which case the earlier booking is
-/// repeated (never a second delivery). An address with blank fields fails the step and
-/// stores nothing, so a repeat of the command fails the same way.
+/// repeated (never a second delivery), or it was cancelled, in which case nothing is booked
+/// and the step fails. An address with blank fields fails the step and stores nothing, so a
+/// repeat of the command fails the same way.
 pub(crate) fn schedule(
     existing: Option<Delivery>,
     cmd: &ScheduleDelivery,
@@ -76,33 +89,40 @@ pub(crate) fn schedule(
     source: &str,
     ctx: &MessageContext,
 ) -> Result<Decision, BusError> {
-    if let Some(d) = existing {
-        let reply =
-            DeliveryScheduled { saga: cmd.saga, delivery_id: d.delivery_id, estimated_delivery: d.estimated_delivery };
-        return Ok((None, Outgoing::message(source, &reply, ctx)?));
+    let failed = |reason: String| Outgoing::message(source, &DeliveryFailed { saga: cmd.saga, reason }, ctx);
+    match existing {
+        Some(d) if d.status == DeliveryStatus::Cancelled => return Ok((None, failed(CANCELLED.to_owned())?)),
+        Some(Delivery { delivery_id, booking: Some(b), .. }) => {
+            let reply = DeliveryScheduled { saga: cmd.saga, delivery_id, estimated_delivery: b.estimated_delivery };
+            return Ok((None, Outgoing::message(source, &reply, ctx)?));
+        }
+        Some(_) | None => {}
     }
     let blank = cmd.shipping_address.blank_fields();
     if !blank.is_empty() {
         let reason = format!("the shipping address is incomplete: {} must not be blank", blank.join(", "));
-        return Ok((None, Outgoing::message(source, &DeliveryFailed { saga: cmd.saga, reason }, ctx)?));
+        return Ok((None, failed(reason)?));
     }
     let now = Utc::now();
-    let delivery = Delivery {
-        delivery_id: Uuid::now_v7(),
-        saga_id: cmd.saga.saga_id,
-        order_id: cmd.saga.order_id,
+    let booking = Booking {
         customer_id: cmd.customer_id.clone(),
         pet_id: cmd.pet_id.clone(),
         shipping_address: cmd.shipping_address.clone(),
-        status: DeliveryStatus::Scheduled,
         estimated_delivery: estimated_delivery(now.date_naive(), delivery_days),
-        created_at: now,
-        cancelled_at: None,
     };
     let reply = DeliveryScheduled {
         saga: cmd.saga,
-        delivery_id: delivery.delivery_id,
-        estimated_delivery: delivery.estimated_delivery,
+        delivery_id: Uuid::now_v7(),
+        estimated_delivery: booking.estimated_delivery,
+    };
+    let delivery = Delivery {
+        delivery_id: reply.delivery_id,
+        saga_id: cmd.saga.saga_id,
+        order_id: cmd.saga.order_id,
+        booking: Some(booking),
+        status: DeliveryStatus::Scheduled,
+        created_at: now,
+        cancelled_at: None,
     };
     Ok((Some(delivery), Outgoing::message(source, &reply, ctx)?))
 }
@@ -112,21 +132,32 @@ fn estimated_delivery(today: NaiveDate, delivery_days: u32) -> NaiveDate {
     today.checked_add_days(Days::new(u64::from(delivery_days))).unwrap_or(NaiveDate::MAX)
 }
 
-/// Cancels this saga's scheduled delivery; with nothing scheduled (no delivery, or already
-/// cancelled) there is nothing to change, and the cancellation is confirmed all the same.
+/// Cancels this saga's scheduled delivery; one already cancelled stays as it is. With no
+/// delivery at all, a cancelled tombstone is recorded, so that a `ScheduleDelivery` arriving
+/// after this cancellation books nothing. The cancellation is confirmed either way.
 pub(crate) fn cancel(
     existing: Option<Delivery>,
     cmd: &CancelDelivery,
     source: &str,
     ctx: &MessageContext,
 ) -> Result<Decision, BusError> {
+    let now = Utc::now();
     let changed = match existing {
         Some(mut d) if d.status == DeliveryStatus::Scheduled => {
             d.status = DeliveryStatus::Cancelled;
-            d.cancelled_at = Some(Utc::now());
+            d.cancelled_at = Some(now);
             Some(d)
         }
-        _ => None,
+        Some(_) => None,
+        None => Some(Delivery {
+            delivery_id: Uuid::now_v7(),
+            saga_id: cmd.saga.saga_id,
+            order_id: cmd.saga.order_id,
+            booking: None,
+            status: DeliveryStatus::Cancelled,
+            created_at: now,
+            cancelled_at: Some(now),
+        }),
     };
     Ok((changed, Outgoing::message(source, &DeliveryCancelled { saga: cmd.saga }, ctx)?))
 }
@@ -161,14 +192,11 @@ mod tests {
         let (first, reply) = schedule(None, &cmd, 3, "/t", &ctx).expect("decide");
         let first = first.expect("saved");
         assert_eq!(first.status, DeliveryStatus::Scheduled);
-        assert_eq!(
-            (first.estimated_delivery - first.created_at.date_naive()).num_days(),
-            3,
-            "three days after scheduling"
-        );
+        let estimated = first.booking.as_ref().expect("a booking").estimated_delivery;
+        assert_eq!((estimated - first.created_at.date_naive()).num_days(), 3, "three days after scheduling");
         let scheduled = reply.envelope.decode::<DeliveryScheduled>().expect("reply");
         assert_eq!(scheduled.delivery_id, first.delivery_id);
-        assert_eq!(scheduled.estimated_delivery, first.estimated_delivery);
+        assert_eq!(scheduled.estimated_delivery, estimated);
 
         let (again, reply) = schedule(Some(first.clone()), &cmd, 3, "/t", &ctx).expect("decide");
         assert!(again.is_none(), "no second write");
@@ -197,16 +225,28 @@ mod tests {
         assert_eq!(cancelled.status, DeliveryStatus::Cancelled);
         assert!(cancelled.cancelled_at.is_some());
         assert!(reply.envelope.is::<DeliveryCancelled>());
-        let (again, reply) = cancel(Some(cancelled), &cancel_cmd, "/t", &ctx).expect("decide");
+        let (again, reply) = cancel(Some(cancelled.clone()), &cancel_cmd, "/t", &ctx).expect("decide");
         assert!(again.is_none(), "no second write");
         assert!(reply.envelope.is::<DeliveryCancelled>());
+        let (late, reply) = schedule(Some(cancelled), &cmd, 3, "/t", &ctx).expect("decide");
+        assert!(late.is_none(), "a late copy of the booking does not book again");
+        assert_eq!(reply.envelope.decode::<DeliveryFailed>().expect("the late booking fails").reason, CANCELLED);
     }
 
     #[test]
-    fn cancelling_without_a_delivery_confirms_without_a_write() {
-        let cmd = CancelDelivery { saga: SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() } };
-        let (saved, reply) = cancel(None, &cmd, "/t", &MessageContext::default()).expect("decide");
-        assert!(saved.is_none(), "no write");
+    fn a_cancellation_before_any_booking_leaves_a_tombstone_and_the_late_booking_books_nothing() {
+        let booking_cmd = booking(address());
+        let cmd = CancelDelivery { saga: booking_cmd.saga };
+        let ctx = MessageContext::default();
+        let (saved, reply) = cancel(None, &cmd, "/t", &ctx).expect("decide");
+        let tombstone = saved.expect("a tombstone");
+        assert_eq!((tombstone.status, tombstone.booking.as_ref()), (DeliveryStatus::Cancelled, None));
         assert_eq!(reply.envelope.decode::<DeliveryCancelled>().expect("reply").saga, cmd.saga);
+
+        let (late, reply) = schedule(Some(tombstone.clone()), &booking_cmd, 3, "/t", &ctx).expect("decide");
+        assert!(late.is_none(), "nothing booked");
+        assert_eq!(reply.envelope.decode::<DeliveryFailed>().expect("fails").reason, CANCELLED);
+        let (again, _) = cancel(Some(tombstone), &cmd, "/t", &ctx).expect("decide");
+        assert!(again.is_none(), "a repeated cancellation leaves the tombstone as it is");
     }
 }

@@ -17,7 +17,7 @@ use kit::{Service, ServiceContext, StartError};
 use messaging::{Envelope, Handler, HandlerError, MessageContext};
 use persistence::open_service;
 
-pub use domain::{Delivery, DeliveryStatus};
+pub use domain::{Booking, Delivery, DeliveryStatus};
 pub use store::{DeliveryState, DeliveryStore};
 
 /// The service's name: its schema, consumer group and CloudEvents source.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     SERVICE,
-    domain::{self, Delivery, DeliveryStatus},
+    domain::{self, Booking, Delivery, DeliveryStatus},
 };
 
 /// Deliveries by saga, for the in-memory store.
@@ -31,27 +31,37 @@ impl SagaRecord for Delivery {
 
     fn decode(row: &PgRow) -> Result<Self, StoreError> {
         let status: String = row.try_get("status")?;
+        // A tombstone has no booking: every booking column is NULL (a CHECK keeps them together).
+        let customer_id: Option<String> = row.try_get("customer_id")?;
+        let booking = match customer_id {
+            None => None,
+            Some(customer_id) => Some(Booking {
+                customer_id,
+                pet_id: row.try_get("pet_id")?,
+                shipping_address: Address {
+                    street: row.try_get("street")?,
+                    city: row.try_get("city")?,
+                    postal_code: row.try_get("postal_code")?,
+                    country: row.try_get("country")?,
+                },
+                estimated_delivery: row.try_get("estimated_delivery")?,
+            }),
+        };
         Ok(Delivery {
             delivery_id: row.try_get("delivery_id")?,
             saga_id: row.try_get("saga_id")?,
             order_id: row.try_get("order_id")?,
-            customer_id: row.try_get("customer_id")?,
-            pet_id: row.try_get("pet_id")?,
-            shipping_address: Address {
-                street: row.try_get("street")?,
-                city: row.try_get("city")?,
-                postal_code: row.try_get("postal_code")?,
-                country: row.try_get("country")?,
-            },
+            booking,
             status: DeliveryStatus::parse(&status)
                 .ok_or_else(|| StoreError::Codec(format!("unknown delivery status {status}")))?,
-            estimated_delivery: row.try_get("estimated_delivery")?,
             created_at: row.try_get("created_at")?,
             cancelled_at: row.try_get("cancelled_at")?,
         })
     }
 
     async fn save(conn: &mut PgConnection, d: &Self) -> Result<(), StoreError> {
+        let b = d.booking.as_ref();
+        let address = b.map(|b| &b.shipping_address);
         sqlx::query(
             "INSERT INTO deliveries (delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
              status, estimated_delivery, created_at, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -60,14 +70,14 @@ impl SagaRecord for Delivery {
         .bind(d.delivery_id)
         .bind(d.saga_id)
         .bind(d.order_id)
-        .bind(&d.customer_id)
-        .bind(&d.pet_id)
-        .bind(&d.shipping_address.street)
-        .bind(&d.shipping_address.city)
-        .bind(&d.shipping_address.postal_code)
-        .bind(&d.shipping_address.country)
+        .bind(b.map(|b| &b.customer_id))
+        .bind(b.map(|b| &b.pet_id))
+        .bind(address.map(|a| &a.street))
+        .bind(address.map(|a| &a.city))
+        .bind(address.map(|a| &a.postal_code))
+        .bind(address.map(|a| &a.country))
         .bind(d.status.as_str())
-        .bind(d.estimated_delivery)
+        .bind(b.map(|b| b.estimated_delivery))
         .bind(d.created_at)
         .bind(d.cancelled_at)
         .execute(conn)
@@ -150,5 +160,51 @@ mod tests {
         let cancelled = store.for_order(saga.order_id).await.expect("read").expect("a delivery");
         assert_eq!((cancelled.delivery_id, cancelled.status), (scheduled.delivery_id, DeliveryStatus::Cancelled));
         assert!(store.for_order(Uuid::now_v7()).await.expect("read").is_none(), "another order has none");
+    }
+
+    /// A delivery store in memory or in a fresh PostgreSQL database.
+    async fn store(postgres: bool) -> DeliveryStore {
+        if !postgres {
+            return DeliveryStore::new(Storage::Memory(Arc::new(MemoryStore::default())));
+        }
+        let url = kit::testing::fresh_database().await;
+        let pool =
+            persistence::pg::connect(&url, SERVICE, 2, std::time::Duration::from_secs(5)).await.expect("connect");
+        persistence::pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        DeliveryStore::new(Storage::Postgres { pool, schema: SERVICE })
+    }
+
+    async fn a_booking_after_its_cancellation_books_nothing(postgres: bool) {
+        let store = store(postgres).await;
+        let ctx = MessageContext::default();
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let cancel = CancelDelivery { saga };
+        let message = Envelope::from_message("/t", &cancel, &ctx).expect("envelope");
+        store.cancel(&message, &cancel, "/t", &ctx).await.expect("cancelled");
+        let tombstone = store.for_order(saga.order_id).await.expect("read").expect("a tombstone");
+        assert_eq!((tombstone.status, tombstone.booking.as_ref()), (DeliveryStatus::Cancelled, None), "{postgres}");
+
+        let address = Address {
+            street: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "1".into(),
+            country: "US".into(),
+        };
+        let late =
+            ScheduleDelivery { saga, customer_id: "c".into(), pet_id: "pet-1".into(), shipping_address: address };
+        let message = Envelope::from_message("/t", &late, &ctx).expect("envelope");
+        store.schedule(&message, &late, 3, "/t", &ctx).await.expect("handled");
+        let after = store.for_order(saga.order_id).await.expect("read").expect("the tombstone");
+        assert_eq!(after, tombstone, "{postgres}: the late booking wrote nothing");
+    }
+
+    #[tokio::test]
+    async fn memory_a_booking_after_its_cancellation_books_nothing() {
+        a_booking_after_its_cancellation_books_nothing(false).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_a_booking_after_its_cancellation_books_nothing() {
+        a_booking_after_its_cancellation_books_nothing(true).await;
     }
 }
