@@ -304,8 +304,9 @@ pub(crate) struct HeldFor {
 /// [`decide`] for a saga that may have been answered before. A `ReservePet` from a saga
 /// whose reservation was already decided repeats that decision — refused stays refused, and
 /// a reservation released, expired or never made is not made now — so a late copy cannot
-/// reserve a pet for a saga that has moved on. A `ReleasePet` marks the saga released even
-/// when nothing was reserved yet, so the `ReservePet` it overtook is refused when it comes.
+/// reserve a pet for a saga that has moved on. A `ReleasePet` or `RestorePet` (both sent
+/// only by a compensating saga) marks the saga released even when there was nothing to undo
+/// yet, so the `ReservePet` or `MarkPetSold` it overtook is refused when it comes.
 pub(crate) fn decide_for_saga(
     existing: Option<HeldFor>,
     cmd: &InventoryCommand,
@@ -331,6 +332,13 @@ pub(crate) fn decide_for_saga(
         (InventoryCommand::Reserve(_), Some(SagaMark::Reserved)) if !held_in_time => {
             return Ok((None, refuse(refusal(Some(&pet), saga_id, clock.now, &pet_id))?));
         }
+        (InventoryCommand::MarkSold(_), Some(SagaMark::Released)) => {
+            let reason = format!("the reservation of pet {pet_id} was cancelled");
+            return Ok((
+                None,
+                Outgoing::message(source, &PetSaleFailed { saga, reason, pet_id: pet_id.clone() }, ctx)?,
+            ));
+        }
         _ => {}
     }
     let reason = refusal(Some(&pet), saga_id, clock.now, &pet_id);
@@ -339,7 +347,9 @@ pub(crate) fn decide_for_saga(
         InventoryCommand::Reserve(_) if mark.is_none() => {
             Some(if reply.envelope.is::<PetReserved>() { SagaMark::Reserved } else { SagaMark::Refused(reason) })
         }
-        InventoryCommand::Release(_) if mark != Some(SagaMark::Released) => Some(SagaMark::Released),
+        InventoryCommand::Release(_) | InventoryCommand::Restore(_) if mark != Some(SagaMark::Released) => {
+            Some(SagaMark::Released)
+        }
         _ => None,
     };
     let pet_changed = saved.is_some();
@@ -608,10 +618,11 @@ mod tests {
             decide_for_saga(Some(held.clone()), &command(cmd, saga), clock(), "/t", &MessageContext::default())
                 .expect("decide");
         let reason = reply.envelope.decode::<PetReservationFailed>().ok().map(|f| f.reason);
-        let kind = [PetReserved::TYPE, PetReservationFailed::TYPE, PetReleased::TYPE]
-            .into_iter()
-            .find(|t| reply.envelope.event_type == *t)
-            .unwrap_or("other");
+        let kind =
+            [PetReserved::TYPE, PetReservationFailed::TYPE, PetReleased::TYPE, PetRestored::TYPE, PetSaleFailed::TYPE]
+                .into_iter()
+                .find(|t| reply.envelope.event_type == *t)
+                .unwrap_or("other");
         let written = saved.is_some();
         (saved.map(|s| HeldFor { pet_changed: false, ..s }).unwrap_or(held), written, kind, reason)
     }
@@ -671,5 +682,16 @@ mod tests {
         );
         let (after, written, kind, _) = for_saga(released, Cmd::Reserve, saga);
         assert_eq!((written, kind, after.pet.status), (false, PetReservationFailed::TYPE, Availability::Available));
+    }
+
+    #[test]
+    fn a_sale_overtaken_by_its_restore_is_refused() {
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let reserved = held(Given::ReservedByUs, saga, Some(SagaMark::Reserved));
+        let (after, written, kind, _) = for_saga(reserved, Cmd::Restore, saga);
+        assert_eq!((written, kind, after.mark.clone()), (true, PetRestored::TYPE, Some(SagaMark::Released)));
+        let (after, written, kind, _) = for_saga(after, Cmd::MarkSold, saga);
+        assert_eq!((written, kind), (false, PetSaleFailed::TYPE), "not sold to a saga that is compensating");
+        assert_eq!(after.pet.status, Availability::Reserved, "its ReleasePet is still to come");
     }
 }
