@@ -135,19 +135,23 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn an_order_shows_its_delivery_scheduled_then_cancelled() {
-        let store = DeliveryStore::new(Storage::Memory(Arc::new(MemoryStore::default())));
-        let ctx = MessageContext::default();
-        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+    /// A booking of pet-1 for `saga`.
+    fn booking(saga: SagaRef) -> ScheduleDelivery {
         let address = Address {
             street: "1 Main St".into(),
             city: "Springfield".into(),
             postal_code: "12345".into(),
             country: "US".into(),
         };
-        let booking =
-            ScheduleDelivery { saga, customer_id: "c".into(), pet_id: "pet-1".into(), shipping_address: address };
+        ScheduleDelivery { saga, customer_id: "c".into(), pet_id: "pet-1".into(), shipping_address: address }
+    }
+
+    #[tokio::test]
+    async fn an_order_shows_its_delivery_scheduled_then_cancelled() {
+        let store = store(false).await;
+        let ctx = MessageContext::default();
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let booking = booking(saga);
         let message = Envelope::from_message("/t", &booking, &ctx).expect("envelope");
 
         store.schedule(&message, &booking, 3, "/t", &ctx).await.expect("scheduled");
@@ -184,14 +188,7 @@ mod tests {
         let tombstone = store.for_order(saga.order_id).await.expect("read").expect("a tombstone");
         assert_eq!((tombstone.status, tombstone.booking.as_ref()), (DeliveryStatus::Cancelled, None), "{postgres}");
 
-        let address = Address {
-            street: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "1".into(),
-            country: "US".into(),
-        };
-        let late =
-            ScheduleDelivery { saga, customer_id: "c".into(), pet_id: "pet-1".into(), shipping_address: address };
+        let late = booking(saga);
         let message = Envelope::from_message("/t", &late, &ctx).expect("envelope");
         store.schedule(&message, &late, 3, "/t", &ctx).await.expect("handled");
         let after = store.for_order(saga.order_id).await.expect("read").expect("the tombstone");
