@@ -86,6 +86,11 @@ impl Pet {
         self.held_by_saga == Some(saga_id)
     }
 
+    /// Whether `saga_id` holds a reservation of the pet that has not run out by `now`.
+    fn reserved_in_time_for(&self, saga_id: Uuid, now: DateTime<Utc>) -> bool {
+        self.status == Availability::Reserved && self.held_by(saga_id) && !self.reservation_expired(now)
+    }
+
     /// The saga holding the pet, if one does.
     fn holder(&self) -> Option<SagaRef> {
         Some(SagaRef { saga_id: self.held_by_saga?, order_id: self.held_for_order.unwrap_or_default() })
@@ -225,7 +230,7 @@ pub(crate) fn decide(
     let pet_id = cmd.pet_id().to_owned();
     let is = |status: Availability| existing.as_ref().is_some_and(|p| p.status == status);
     let held = |status: Availability| existing.as_ref().is_some_and(|p| p.status == status && p.held_by(saga.saga_id));
-    let reserved_in_time = held(Reserved) && existing.as_ref().is_some_and(|p| !p.reservation_expired(clock.now));
+    let reserved_in_time = existing.as_ref().is_some_and(|p| p.reserved_in_time_for(saga.saga_id, clock.now));
     let reserved = Some((Reserved, Some(saga), Some(clock.now + clock.reservation_ttl)));
     // The state to move to (if any), and whether the command succeeds.
     let (next, succeeds) = match cmd {
@@ -322,14 +327,12 @@ pub(crate) fn decide_for_saga(
     let pet_id = pet.pet_id.clone();
     let refuse =
         |reason: String| Outgoing::message(source, &PetReservationFailed { saga, reason, pet_id: pet_id.clone() }, ctx);
-    let held_in_time =
-        pet.held_by(saga_id) && pet.status == Availability::Reserved && !pet.reservation_expired(clock.now);
     match (cmd, &mark) {
         (InventoryCommand::Reserve(_), Some(SagaMark::Refused(reason))) => return Ok((None, refuse(reason.clone())?)),
         (InventoryCommand::Reserve(_), Some(SagaMark::Released)) => {
             return Ok((None, refuse(format!("the reservation of pet {pet_id} was cancelled"))?));
         }
-        (InventoryCommand::Reserve(_), Some(SagaMark::Reserved)) if !held_in_time => {
+        (InventoryCommand::Reserve(_), Some(SagaMark::Reserved)) if !pet.reserved_in_time_for(saga_id, clock.now) => {
             return Ok((None, refuse(refusal(Some(&pet), saga_id, clock.now, &pet_id))?));
         }
         (InventoryCommand::MarkSold(_), Some(SagaMark::Released)) => {
