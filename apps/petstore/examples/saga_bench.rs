@@ -13,11 +13,27 @@
 //! duration the orchestrator recorded (`started_at` → `ended_at`), and of the time a client
 //! waits from `POST /orders` to seeing the saga ended. Phase 2 sells the catalog: restart the
 //! all-in-one binary (or use a fresh database) before running it again.
+//!
+//! Each customer's token is signed with the configuration this command loads (the same
+//! `PETSTORE_ENV` / `PETSTORE_CONFIG` / `PETSTORE__…` as the pet store it drives).
 
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
+
+/// A customer token the driven pet store accepts.
+fn token(customer: &str) -> String {
+    static SETTINGS: std::sync::OnceLock<kit::Settings> = std::sync::OnceLock::new();
+    let settings = SETTINGS.get_or_init(|| kit::Settings::load().expect("configuration"));
+    let request = kit::auth::TokenRequest {
+        subject: customer.to_owned(),
+        roles: vec!["customer".into()],
+        tier: None,
+        ttl: Duration::from_secs(3600),
+    };
+    kit::auth::mint(&settings.auth, &request).expect("sign a token")
+}
 
 struct Sample {
     saga_ms: f64,
@@ -39,7 +55,7 @@ async fn run_order(
     });
     let placed: Value = http
         .post(format!("{base}/orders"))
-        .header("x-customer-id", customer)
+        .bearer_auth(token(customer))
         .json(&body)
         .send()
         .await
@@ -51,7 +67,7 @@ async fn run_order(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let response =
-            http.get(format!("{base}/orders/{order_id}/status")).header("x-customer-id", customer).send().await;
+            http.get(format!("{base}/orders/{order_id}/status")).bearer_auth(token(customer)).send().await;
         if let Ok(r) = response
             && let Ok(saga) = r.json::<Value>().await
             && matches!(saga["status"].as_str(), Some("completed" | "compensated" | "failed"))

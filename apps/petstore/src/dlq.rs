@@ -2,9 +2,12 @@
 //! (`GET /admin/dlq`, `POST /admin/dlq/{id}/replay`).
 //!
 //! ```text
-//! petstore dlq list [--url URL] [--channel CHANNEL] [--replayed true|false] [--limit N] [--cursor C]
-//! petstore dlq replay <id> [--url URL] [--force]
+//! petstore dlq list [--url URL] [--token T] [--channel CHANNEL] [--replayed true|false] [--limit N] [--cursor C]
+//! petstore dlq replay <id> [--url URL] [--token T] [--force]
 //! ```
+//!
+//! The routes need an `admin` token: `--token`, else `PETSTORE_TOKEN` (for instance
+//! `PETSTORE_TOKEN=$(petstore token --sub ops --role admin)`).
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -13,8 +16,9 @@ use serde_json::Value;
 const DEFAULT_URL: &str = "http://localhost:8080";
 
 /// How `petstore dlq` is used.
-pub const USAGE: &str = "petstore dlq list [--url URL] [--channel CHANNEL] [--replayed true|false] [--limit N] \
-                         [--cursor C] | petstore dlq replay <id> [--url URL] [--force]";
+pub const USAGE: &str = "petstore dlq list [--url URL] [--token T] [--channel CHANNEL] [--replayed true|false] \
+                         [--limit N] [--cursor C] | petstore dlq replay <id> [--url URL] [--token T] [--force] \
+                         (an admin token: --token or PETSTORE_TOKEN)";
 
 /// Longest error shown in the listing (the whole error is in `GET /admin/dlq/{id}`).
 const ERROR_WIDTH: usize = 60;
@@ -24,11 +28,11 @@ pub async fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
         ["list", options @ ..] => {
             let options = Options::read(options, &["--channel", "--replayed", "--limit", "--cursor"], false)?;
-            list(&options.url, &options.query).await
+            list(&options).await
         }
         ["replay", id, options @ ..] if !id.starts_with("--") => {
             let options = Options::read(options, &[], true)?;
-            replay(&options.url, id, options.force).await
+            replay(&options, id).await
         }
         _ => bail!("usage: {USAGE}"),
     }
@@ -43,17 +47,24 @@ struct Options {
     query: Vec<(String, String)>,
     /// `--force`.
     force: bool,
+    /// `--token`, else `PETSTORE_TOKEN`.
+    token: Option<String>,
 }
 
 impl Options {
     /// `--url`, the query options named in `query` and `--force` (when `force` allows it);
     /// anything else is a usage error.
     fn read(options: &[&str], query: &[&str], force: bool) -> anyhow::Result<Self> {
-        let mut read = Self { url: DEFAULT_URL.to_owned(), query: Vec::new(), force: false };
+        let token = std::env::var("PETSTORE_TOKEN").ok().filter(|t| !t.trim().is_empty());
+        let mut read = Self { url: DEFAULT_URL.to_owned(), query: Vec::new(), force: false, token };
         let mut rest = options.iter();
         while let Some(&option) = rest.next() {
             match option {
                 "--force" if force => read.force = true,
+                "--token" => {
+                    let token = rest.next().with_context(|| format!("--token needs a value; usage: {USAGE}"))?;
+                    read.token = Some((*token).to_owned());
+                }
                 "--url" => {
                     let url = rest.next().with_context(|| format!("--url needs a value; usage: {USAGE}"))?;
                     read.url = url.trim_end_matches('/').to_owned();
@@ -91,13 +102,27 @@ fn endpoint(url: &str, path: &str, query: &[(String, String)]) -> anyhow::Result
     Ok(endpoint)
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().context("HTTP client")
+/// A client that sends the options' token on every request.
+fn client(options: &Options) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &options.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .context("HTTP client")
 }
 
-async fn list(url: &str, query: &[(String, String)]) -> anyhow::Result<()> {
+async fn list(options: &Options) -> anyhow::Result<()> {
+    let (url, query) = (&options.url, &options.query);
     let what = format!("GET {url}/admin/dlq");
-    let response = client()?.get(endpoint(url, "/admin/dlq", query)?).send().await.with_context(|| what.clone())?;
+    let response =
+        client(options)?.get(endpoint(url, "/admin/dlq", query)?).send().await.with_context(|| what.clone())?;
     let (_, page) = body(&what, response).await?;
     let items = page["items"].as_array().map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
@@ -146,11 +171,12 @@ fn table(items: &[Value]) -> String {
     lines.collect::<Vec<_>>().join("\n")
 }
 
-async fn replay(url: &str, id: &str, force: bool) -> anyhow::Result<()> {
+async fn replay(options: &Options, id: &str) -> anyhow::Result<()> {
+    let url = &options.url;
     let what = format!("POST {url}/admin/dlq/{id}/replay");
-    let query = if force { vec![("force".to_owned(), "true".to_owned())] } else { Vec::new() };
+    let query = if options.force { vec![("force".to_owned(), "true".to_owned())] } else { Vec::new() };
     let endpoint = endpoint(url, &format!("/admin/dlq/{id}/replay"), &query)?;
-    let response = client()?.post(endpoint).send().await.with_context(|| what.clone())?;
+    let response = client(options)?.post(endpoint).send().await.with_context(|| what.clone())?;
     let (status, replay) = body(&what, response).await?;
     let (at, count) = (replay["replayed_at"].as_str().unwrap_or("?"), &replay["replay_count"]);
     if status == 202 {
@@ -170,7 +196,9 @@ mod tests {
         let options = Options::read(&["--channel", "payment-commands", "--url", "http://h:1/"], &["--channel"], false)
             .expect("valid");
         let query = vec![("channel".to_owned(), "payment-commands".to_owned())];
-        assert_eq!(options, Options { url: "http://h:1".into(), query, force: false });
+        assert_eq!(options, Options { url: "http://h:1".into(), query, force: false, token: options.token.clone() });
+        let with_token = Options::read(&["--token", "t0k"], &[], false).expect("valid");
+        assert_eq!(with_token.token.as_deref(), Some("t0k"));
         assert!(Options::read(&["--force"], &[], true).expect("valid").force);
         for bad in [&["--force"][..], &["--url"], &["--channel", "x"]] {
             let err = Options::read(bad, &[], false).expect_err("refused");

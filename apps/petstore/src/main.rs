@@ -5,12 +5,15 @@
 //! petstore serve <service>      one service on its own port (services.<service>.port)
 //! petstore rebuild-projections  rebuild the order projection from the order event log
 //! petstore dlq list|replay …    list or replay dead letters of a running pet store (see `dlq`)
+//! petstore token --sub alice --role customer [--role admin] [--tier premium] [--ttl 1h]
+//!                               print a bearer token the configuration accepts (HS256 key source)
 //! ```
 //!
 //! Configuration: `config/enhanced_config.yaml` (embedded defaults: in-memory everything),
 //! `PETSTORE_ENV`, `PETSTORE_CONFIG` and `PETSTORE__…` variables; see the README.
 
 mod dlq;
+mod token;
 
 use anyhow::{Context, bail};
 use kit::{Service, ServiceContext, Settings};
@@ -35,10 +38,15 @@ async fn main() -> anyhow::Result<()> {
         [] | ["all"] => all_in_one(settings).await,
         ["serve", name] => serve_one(settings, name).await,
         ["rebuild-projections"] => rebuild_projections(settings).await,
+        ["token", rest @ ..] => {
+            println!("{}", token::run(&settings, rest)?);
+            Ok(())
+        }
         _ => bail!(
-            "usage: petstore [all | serve <{}> | rebuild-projections | dlq …]\n       {}",
+            "usage: petstore [all | serve <{}> | rebuild-projections | dlq … | token …]\n       {}\n       {}",
             SERVICES.join("|"),
-            dlq::USAGE
+            dlq::USAGE,
+            token::USAGE
         ),
     }
 }

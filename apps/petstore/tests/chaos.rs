@@ -79,10 +79,11 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
     let accepted = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let answers = Arc::new(Mutex::new(HashMap::<u16, usize>::new()));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tokens: Arc<Vec<String>> = Arc::new((0..ORDERS).map(|n| cluster.token(&format!("chaos-{n}"), &["customer"])).collect());
     let mut load = Vec::new();
     for worker in 0..CONCURRENCY {
         let (http, url, accepted, next) = (http.clone(), orders_url.clone(), accepted.clone(), next.clone());
-        let answers = answers.clone();
+        let (answers, tokens) = (answers.clone(), tokens.clone());
         load.push(tokio::spawn(async move {
             let mut dice = Dice(seed.wrapping_add(worker as u64 * 7919) | 1);
             loop {
@@ -93,13 +94,12 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
                 let pets = SEEDED_PETS;
                 let pet = pets[dice.next(pets.len())];
                 let method = if dice.next(3) == 0 { "declined_card" } else { "credit_card" };
-                let customer = format!("chaos-{n}");
                 let body = serde_json::json!({
                     "pet_id": pet,
                     "shipping_address": { "street": "1 Chaos Way", "city": "Entropy", "postal_code": "00000", "country": "US" },
                     "payment_method": method,
                 });
-                let sent = http.post(&url).header("x-customer-id", &customer).json(&body).send().await;
+                let sent = http.post(&url).bearer_auth(&tokens[n]).json(&body).send().await;
                 let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
                 *answers.lock().await.entry(status).or_insert(0usize) += 1;
                 // A well-behaved client waits as `Retry-After` says (capped, to keep the test
@@ -113,7 +113,7 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
                     && let Ok(v) = r.json::<serde_json::Value>().await
                     && let Some(id) = v["order_id"].as_str()
                 {
-                    accepted.lock().await.push((customer, id.to_owned()));
+                    accepted.lock().await.push((format!("chaos-{n}"), id.to_owned()));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -15,12 +15,14 @@ use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
-/// Runs `petstore dlq <args>`; its exit success, stdout and stderr.
-async fn cli(args: &[&str]) -> (bool, String, String) {
+/// Runs `petstore dlq <args>` with an admin token in `PETSTORE_TOKEN`; its exit success,
+/// stdout and stderr.
+async fn cli(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_petstore"))
         .arg("dlq")
         .args(args)
         .env_remove("PETSTORE_CONFIG")
+        .env("PETSTORE_TOKEN", cluster.token("e2e-operator", &["admin"]))
         .output()
         .await
         .expect("run petstore dlq");
@@ -30,7 +32,7 @@ async fn cli(args: &[&str]) -> (bool, String, String) {
 
 /// The orchestrator's `GET /admin/dlq/{id}`: status and body.
 async fn letter(cluster: &Cluster, id: Uuid) -> (u16, Value) {
-    cluster.get_json("orchestrator", &format!("/admin/dlq/{id}"), "operator").await
+    cluster.get_admin_json("orchestrator", &format!("/admin/dlq/{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +53,7 @@ async fn a_command_the_payment_service_rejects_is_listed_and_replayed_once_from_
     let listed = cluster
         .eventually("the dead letter in GET /admin/dlq", PATIENCE, || async {
             let (status, page) =
-                cluster.get_json("orchestrator", "/admin/dlq?channel=payment-commands", "operator").await;
+                cluster.get_admin_json("orchestrator", "/admin/dlq?channel=payment-commands").await;
             let items = page["items"].as_array().filter(|_| status == 200)?;
             items.iter().find(|l| l["id"] == id.to_string()).cloned()
         })
@@ -62,12 +64,11 @@ async fn a_command_the_payment_service_rejects_is_listed_and_replayed_once_from_
     assert_eq!(listed["message_type"], "petstore.inventory.get-pet-status.v1");
     assert_eq!(listed["message"]["correlationid"], "dlq-e2e");
     assert!(listed["replayed_at"].is_null(), "{listed}");
-    let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("metrics");
-    let metrics = metrics.text().await.expect("metrics text");
-    assert!(metrics.contains("petstore_dead_letters{channel=\"payment-commands\"} 1"), "{metrics}");
+    // The gauge is refreshed a moment after the letter is stored.
+    cluster.wait_for_metric("orchestrator", "petstore_dead_letters{channel=\"payment-commands\"} 1", PATIENCE).await;
 
     let url = cluster.url("orchestrator", "");
-    let (ok, out, err) = cli(&["list", "--url", &url, "--channel", "payment-commands"]).await;
+    let (ok, out, err) = cli(&cluster, &["list", "--url", &url, "--channel", "payment-commands"]).await;
     assert!(ok, "petstore dlq list failed: {err}");
     let row = out.lines().find(|l| l.starts_with(&id.to_string())).unwrap_or_else(|| panic!("{id} not listed:\n{out}"));
     assert!(row.contains("payment-commands") && row.contains("payment does not handle"), "{out}");
@@ -76,12 +77,12 @@ async fn a_command_the_payment_service_rejects_is_listed_and_replayed_once_from_
     // fail again before the second request looks at it.
     cluster.kill("payment").await;
     let id_text = id.to_string();
-    let (ok, out, err) = cli(&["replay", &id_text, "--url", &url]).await;
+    let (ok, out, err) = cli(&cluster, &["replay", &id_text, "--url", &url]).await;
     assert!(ok && out.starts_with(&format!("replayed {id}")), "first replay: {out}{err}");
     let (status, replayed) = letter(&cluster, id).await;
     assert_eq!((status, &replayed["replay_count"]), (200, &Value::from(1)), "{replayed}");
     assert!(replayed["replayed_at"].is_string(), "{replayed}");
-    let (ok, out, err) = cli(&["replay", &id_text, "--url", &url]).await;
+    let (ok, out, err) = cli(&cluster, &["replay", &id_text, "--url", &url]).await;
     assert!(ok && out.contains("already replayed"), "second replay: {out}{err}");
     let (_, unchanged) = letter(&cluster, id).await;
     assert_eq!((&unchanged["replayed_at"], &unchanged["replay_count"]), (&replayed["replayed_at"], &Value::from(1)));
@@ -100,7 +101,7 @@ async fn a_command_the_payment_service_rejects_is_listed_and_replayed_once_from_
 
     // A letter that does not exist: a clear error and a failing exit status.
     let unknown = Uuid::now_v7().to_string();
-    let (ok, _, err) = cli(&["replay", &unknown, "--url", &url]).await;
+    let (ok, _, err) = cli(&cluster, &["replay", &unknown, "--url", &url]).await;
     assert!(!ok && err.contains(&format!("404 Not Found: no dead letter {unknown}")), "{err}");
 
     ctx.shutdown.cancel();

@@ -89,9 +89,7 @@ async fn an_order_runs_all_five_steps_and_completes() {
     .await
     .expect("audit rows");
     assert_eq!(audited, ["INSERT", "UPDATE"]);
-    let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("GET /metrics");
-    let metrics = metrics.text().await.expect("metrics text");
-    assert!(metrics.contains("petstore_sagas_ended_total{outcome=\"completed\"} 1"), "{metrics}");
+    cluster.wait_for_metric("orchestrator", "petstore_sagas_ended_total{outcome=\"completed\"} 1", SAGA_LIMIT).await;
     // Someone else cannot read the order.
     let (status, problem) = cluster.get_json("order", &format!("/orders/{id}"), "mallory").await;
     assert_eq!(status, 404, "{problem}");
@@ -237,7 +235,7 @@ async fn bad_orders_get_problem_details_and_write_nothing() {
         let r = cluster
             .http
             .post(&url)
-            .header("x-customer-id", "erin")
+            .bearer_auth(cluster.token("erin", &["customer"]))
             .header("content-type", case.content_type)
             .header("x-correlation-id", format!("case-{}", case.name.replace(' ', "-")))
             .body(case.body)

@@ -61,12 +61,8 @@ async fn a_payment_that_never_answers_is_sent_again_then_compensated_and_nothing
             (order["status"] == "cancelled").then_some(())
         })
         .await;
-    let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("metrics");
-    let metrics = metrics.text().await.expect("text");
-    assert!(
-        metrics.contains("petstore_saga_timeouts_total{step=\"process_payment\",action=\"execute\"} 3"),
-        "three timeouts counted:\n{metrics}"
-    );
+    let timeouts = "petstore_saga_timeouts_total{step=\"process_payment\",action=\"execute\"} 3";
+    cluster.wait_for_metric("orchestrator", timeouts, SAGA_LIMIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,13 +117,12 @@ async fn a_compensation_that_never_answers_fails_the_saga_and_is_dead_lettered_f
     let saga = cluster.wait_for_saga_end(&order_id, "frank", SAGA_LIMIT).await;
     assert_eq!(saga["status"], "failed", "{saga}");
     assert!(saga["reason"].as_str().is_some_and(|r| r.contains("could not refund")), "{saga}");
-    let metrics = cluster.http.get(cluster.url("orchestrator", "/metrics")).send().await.expect("metrics");
-    assert!(metrics.text().await.expect("text").contains("petstore_sagas_ended_total{outcome=\"failed\"} 1"));
+    cluster.wait_for_metric("orchestrator", "petstore_sagas_ended_total{outcome=\"failed\"} 1", SAGA_LIMIT).await;
 
     // The refund that could not be done waits in the dead letters, with why and how often.
     let letter: Value = cluster
         .eventually("the failed refund in GET /admin/dlq", SAGA_LIMIT, || async {
-            let (status, listed) = cluster.get_json("orchestrator", "/admin/dlq?channel=payment-commands", "ops").await;
+            let (status, listed) = cluster.get_admin_json("orchestrator", "/admin/dlq?channel=payment-commands").await;
             (status == 200).then_some(())?;
             listed["items"].as_array()?.first().cloned()
         })
@@ -140,7 +135,9 @@ async fn a_compensation_that_never_answers_fails_the_saga_and_is_dead_lettered_f
     // replaying the letter sends the refund once more, which gives back nothing more.
     cluster.restart("payment").await;
     let id = letter["id"].as_str().expect("id");
-    let replay = cluster.http.post(cluster.url("orchestrator", &format!("/admin/dlq/{id}/replay"))).send().await;
+    let admin = cluster.token("e2e-admin", &["admin"]);
+    let replay =
+        cluster.http.post(cluster.url("orchestrator", &format!("/admin/dlq/{id}/replay"))).bearer_auth(admin).send().await;
     assert_eq!(replay.expect("replay").status(), 202);
     let order_uuid = uuid::Uuid::parse_str(&order_id).expect("uuid");
     cluster

@@ -1,7 +1,13 @@
 //! Typed, layered configuration (see `config/enhanced_config.yaml` for the layers and every
 //! key). Unknown keys and invalid values fail start-up with the key's name.
 
-use std::path::Path;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    num::NonZeroU32,
+    path::Path,
+    time::Duration,
+};
 
 use figment::{
     Figment,
@@ -42,6 +48,94 @@ pub struct Settings {
     pub services: ServicesSettings,
     /// Circuit breakers and other protections shared by every service.
     pub resilience: ResilienceSettings,
+    /// Who may call: bearer token checks.
+    pub auth: AuthSettings,
+    /// Request quotas per route.
+    pub rate_limits: RateLimitSettings,
+}
+
+/// The HS256 secret of the development configuration: accepted by the all-in-one and the
+/// tests, refused by `environment: production`.
+pub const DEVELOPMENT_SECRET: &str = "petstore-development-secret-not-for-production";
+
+/// `auth`: where token-signing keys come from and what every token must say.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// An OIDC issuer (e.g. a Keycloak realm's URL). When set, keys come from its JWKS
+    /// (RS256, ES256) and tokens' `iss` must be this URL; `hs256_secret` and `issuer` are
+    /// not used.
+    pub oidc_issuer_url: String,
+    /// How often the issuer's keys are fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches caused by a token with an unknown `kid`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_cooldown: Duration,
+    /// Longest a request to the issuer may take.
+    #[serde(with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+    /// Development key source: the `iss` of tokens signed with `hs256_secret`.
+    pub issuer: String,
+    /// The `aud` every token must include (both key sources).
+    pub audience: String,
+    /// Development key source: the shared HS256 secret (at least 32 bytes; never logged).
+    pub hs256_secret: String,
+    /// Clock skew allowed on `exp` and `nbf` (at most 30 s).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("oidc_issuer_url", &self.oidc_issuer_url)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("hs256_secret", &"<redacted>")
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `rate_limits`: request quotas, per instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Routes without their own quota, for a caller with a valid token (per subject).
+    pub authenticated: RateLimit,
+    /// Routes without their own quota, for a caller without a token (per client address).
+    pub anonymous: RateLimit,
+    /// Quotas of single routes, keyed `"<METHOD> <route>"` as the router names it, e.g.
+    /// `"POST /orders"` or `"GET /pets/{pet_id}"`.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RateLimit>,
+    /// Proxies whose `X-Forwarded-For` names the client (the gateway); from anyone else the
+    /// header is ignored and the socket's address counts.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// One quota: `requests` every `per`, with up to `burst` at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub requests: NonZeroU32,
+    /// The period.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// Requests allowed at once after a quiet spell.
+    pub burst: NonZeroU32,
+}
+
+/// `http.cors`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins (`https://shop.example.com`) browsers may call the API from; empty: no CORS
+    /// headers at all, so browsers allow only same-origin calls.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `resilience`.
@@ -118,6 +212,13 @@ pub struct HttpSettings {
     pub host: String,
     /// Port of the single entry point.
     pub port: u16,
+    /// Largest request body a route accepts unless `body_limits` says otherwise, in bytes.
+    pub body_limit: usize,
+    /// Body limits of single routes, keyed `"<METHOD> <route>"`.
+    #[serde(default)]
+    pub body_limits: HashMap<String, usize>,
+    /// Cross-origin calls from browsers.
+    pub cors: CorsSettings,
 }
 
 /// Where services keep their state.
@@ -371,6 +472,33 @@ impl Settings {
         if breaker.half_open_probes == 0 {
             return err("resilience.circuit_breaker.half_open_probes", "must be at least 1");
         }
+        self.validate_auth()?;
+        let route_key = |key: &str| {
+            key.split_once(' ').is_some_and(|(m, r)| {
+                ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m) && r.starts_with('/') && !r.contains(' ')
+            })
+        };
+        for (section, keys) in [
+            ("rate_limits.routes", self.rate_limits.routes.keys().collect::<Vec<_>>()),
+            ("http.body_limits", self.http.body_limits.keys().collect()),
+        ] {
+            if let Some(bad) = keys.into_iter().find(|k| !route_key(k)) {
+                return err(&format!("{section}.{bad}"), "must be `<METHOD> <route>`, e.g. `POST /orders`");
+            }
+        }
+        let quotas = [("authenticated", &self.rate_limits.authenticated), ("anonymous", &self.rate_limits.anonymous)];
+        let routes = self.rate_limits.routes.iter().map(|(k, v)| (k.as_str(), v));
+        if let Some((name, _)) = quotas.into_iter().chain(routes).find(|(_, q)| q.per.is_zero()) {
+            return err(&format!("rate_limits.{name}.per"), "must be longer than zero");
+        }
+        if self.http.body_limit == 0 || self.http.body_limits.values().any(|v| *v == 0) {
+            return err("http.body_limit", "must be at least 1 byte");
+        }
+        if let Some(bad) = self.http.cors.allowed_origins.iter().find(|o| {
+            !(o.starts_with("http://") || o.starts_with("https://")) || axum::http::HeaderValue::from_str(o).is_err()
+        }) {
+            return err("http.cors.allowed_origins", &format!("`{bad}` is not an origin such as https://shop.example.com"));
+        }
         if self.cache.ttl_secs == 0 {
             return err("cache.ttl_secs", "must be at least 1");
         }
@@ -385,6 +513,43 @@ impl Settings {
                     "missing: every service channel must be declared",
                 );
             }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let auth = &self.auth;
+        if auth.audience.trim().is_empty() {
+            return err("auth.audience", "must not be empty");
+        }
+        if auth.leeway > Duration::from_secs(30) {
+            return err("auth.leeway", "must be at most 30s");
+        }
+        let production = self.environment == "production";
+        if auth.oidc_issuer_url.is_empty() {
+            if production {
+                return err("auth.oidc_issuer_url", "required in production: tokens must come from an OIDC issuer");
+            }
+            if auth.issuer.trim().is_empty() {
+                return err("auth.issuer", "must not be empty");
+            }
+            if auth.hs256_secret.len() < 32 {
+                return err("auth.hs256_secret", "must be at least 32 bytes");
+            }
+        } else {
+            let url = &auth.oidc_issuer_url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err("auth.oidc_issuer_url", "must be an http:// or https:// URL");
+            }
+            if auth.jwks_refresh.is_zero() || auth.jwks_refetch_cooldown.is_zero() || auth.jwks_timeout.is_zero() {
+                return err("auth.jwks_refresh", "jwks_refresh, jwks_refetch_cooldown and jwks_timeout must be longer than zero");
+            }
+        }
+        if production && auth.hs256_secret == DEVELOPMENT_SECRET {
+            return err("auth.hs256_secret", "the development secret is refused in production");
         }
         Ok(())
     }
@@ -428,11 +593,35 @@ mod tests {
                 "messaging.backend_selection.streaming",
             ),
             ("messaging: { channels: { order-events: { pattern: telepathy } } }", "messaging.channels.order-events"),
+            ("auth: { hs256_secret: short }", "auth.hs256_secret"),
+            ("auth: { leeway: 2m }", "auth.leeway"),
+            ("auth: { leeway: soon }", "auth.leeway"),
+            ("auth: { oidc_issuer_url: 'keycloak:8080' }", "auth.oidc_issuer_url"),
+            ("environment: production", "auth.oidc_issuer_url"),
+            ("environment: production\nauth: { oidc_issuer_url: 'http://kc/realms/p' }", "auth.hs256_secret"),
+            ("rate_limits: { routes: { '/orders': { requests: 1, per: 1s, burst: 1 } } }", "rate_limits.routes./orders"),
+            ("rate_limits: { anonymous: { requests: 0, per: 1s, burst: 1 } }", "rate_limits.anonymous.requests"),
+            ("rate_limits: { anonymous: { requests: 1, per: 0s, burst: 1 } }", "rate_limits.anonymous.per"),
+            ("http: { cors: { allowed_origins: ['*'] } }", "http.cors.allowed_origins"),
+            ("http: { body_limit: 0 }", "http.body_limit"),
         ];
         for (yaml, key) in cases {
             let err = Settings::with_overrides(yaml).expect_err(yaml).to_string();
             assert!(err.contains(key), "{yaml}: `{err}` does not name `{key}`");
         }
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let s = Settings::with_overrides("auth: { hs256_secret: 'a-very-long-and-very-secret-signing-key' }")
+            .expect("loads");
+        assert!(!format!("{s:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn production_starts_with_an_issuer_and_its_own_secret() {
+        let yaml = "environment: production\nauth: { oidc_issuer_url: 'http://kc/realms/p', hs256_secret: '' }";
+        assert!(Settings::with_overrides(yaml).is_ok());
     }
 
     #[test]

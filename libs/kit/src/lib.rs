@@ -1,7 +1,9 @@
 //! The service kit: what every petstore service does the same way — layered configuration
-//! validated at start-up, the HTTP conventions of ARCHITECTURE.md §5 (problem+json errors,
-//! correlation ids, ops routes), telemetry set-up, and serving with graceful shutdown.
+//! validated at start-up, authentication and the HTTP conventions (problem+json errors,
+//! correlation ids, rate and body limits, ops routes), telemetry set-up, and serving with
+//! graceful shutdown.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod resilience;

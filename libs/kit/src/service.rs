@@ -48,6 +48,8 @@ pub struct ServiceContext {
     pub shutdown: CancellationToken,
     /// Background tasks (consumers, relays); awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Authentication, rate and body limits of every route this process serves.
+    pub gate: http::Gate,
 }
 
 impl ServiceContext {
@@ -58,7 +60,17 @@ impl ServiceContext {
         crate::telemetry::metrics_handle();
         let backends =
             Backends::connect(&settings.messaging).await.map_err(StartError::at("bus", "connecting backends"))?;
-        Ok(Self { settings: Arc::new(settings), backends, shutdown: shutdown_on_signal(), tasks: TaskTracker::new() })
+        Self::assemble(settings, backends, shutdown_on_signal()).map_err(StartError::at("http", "configuring the gate"))
+    }
+
+    /// A context of connected `backends`, stopped by `shutdown`.
+    pub fn assemble(
+        settings: Settings,
+        backends: Backends,
+        shutdown: CancellationToken,
+    ) -> Result<Self, crate::ConfigError> {
+        let gate = http::Gate::new(&settings, &shutdown)?;
+        Ok(Self { settings: Arc::new(settings), backends, shutdown, tasks: TaskTracker::new(), gate })
     }
 
     /// Closes `bus` when shutdown fires: its consumers finish the message in hand and leave
@@ -75,7 +87,7 @@ impl ServiceContext {
     /// Serves `services` on `listener` until shutdown, then waits for background tasks
     /// (consumers finishing their message, relays flushing the outbox).
     pub async fn run(&self, listener: TcpListener, services: Vec<Service>) -> Result<(), StartError> {
-        serve(listener, services, self.shutdown.clone()).await.map_err(StartError::at("http", "serving"))?;
+        serve(listener, services, &self.gate, self.shutdown.clone()).await.map_err(StartError::at("http", "serving"))?;
         self.shutdown.cancel();
         self.tasks.close();
         // Consumers finish the message in hand, relays flush the outbox (bounded by their
@@ -127,7 +139,12 @@ pub struct Service {
 
 /// Serves `router` (wrapped with the API layers and the ops routes) on `listener` until
 /// `shutdown` fires, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, services: Vec<Service>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    services: Vec<Service>,
+    gate: &http::Gate,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let mut api = Router::new();
     let mut checks = Vec::new();
     for service in services {
@@ -136,8 +153,11 @@ pub async fn serve(listener: TcpListener, services: Vec<Service>, shutdown: Canc
     }
     checks.sort_by_key(|c| c.name());
     checks.dedup_by_key(|c| c.name());
-    let app = http::layers(api.merge(http::ops_router(checks, crate::telemetry::metrics_handle())));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let app = http::layers(api.merge(http::ops_router(checks, crate::telemetry::metrics_handle())), gate);
+    // The peer's address keys the rate limit of anonymous callers.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 /// A token fired by Ctrl+C or SIGTERM.

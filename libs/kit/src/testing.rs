@@ -1,11 +1,9 @@
 //! Helpers for the services' tests (feature `testing`): a fresh PostgreSQL database per
 //! test and a [`ServiceContext`] built from YAML overrides.
 
-use std::sync::Arc;
-
 use messaging::Backends;
 use sqlx::Connection;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::{ServiceContext, Settings};
 
@@ -64,12 +62,7 @@ pub async fn context(overrides: &str) -> ServiceContext {
     crate::telemetry::metrics_handle();
     let settings = Settings::with_overrides(overrides).expect("test settings");
     let backends = Backends::connect(&settings.messaging).await.expect("bus backends");
-    ServiceContext {
-        settings: Arc::new(settings),
-        backends,
-        shutdown: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-    }
+    ServiceContext::assemble(settings, backends, CancellationToken::new()).expect("test gate")
 }
 
 /// A context whose services store in a fresh PostgreSQL database; the bus and cache stay
@@ -79,4 +72,23 @@ pub async fn postgres_context(overrides: &str) -> (ServiceContext, String) {
     let ctx =
         context(&format!("storage: postgres\ndatabase: {{ url: \"{url}\", max_connections: 5 }}\n{overrides}")).await;
     (ctx, url)
+}
+
+/// A bearer token for `subject` with `roles`, signed for `ctx`'s configuration (its HS256
+/// development key source), valid for an hour.
+pub fn token(settings: &Settings, subject: &str, roles: &[&str]) -> String {
+    let request = crate::auth::TokenRequest {
+        subject: subject.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        tier: None,
+        ttl: std::time::Duration::from_secs(3600),
+    };
+    crate::auth::mint(&settings.auth, &request).expect("sign a test token")
+}
+
+/// `Bearer <token>` for `subject` with `roles`, accepted by the default configuration (what
+/// [`context`] builds unless its overrides change `auth`).
+pub fn bearer(subject: &str, roles: &[&str]) -> String {
+    let defaults = Settings::with_overrides("{}").expect("default settings");
+    format!("Bearer {}", token(&defaults, subject, roles))
 }

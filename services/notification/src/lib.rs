@@ -17,7 +17,8 @@ use contracts::{
 };
 use kit::{
     Service, ServiceContext, StartError,
-    http::{ApiError, CustomerId, Json},
+    auth::Customer,
+    http::{ApiError, Json},
 };
 use messaging::{Envelope, Handler, HandlerError, MessageContext};
 use persistence::open_service;
@@ -87,9 +88,9 @@ struct NotificationList {
 /// `GET /notifications`: the calling customer's notifications, newest first.
 async fn list_notifications(
     State(store): State<NotificationStore>,
-    CustomerId(customer_id): CustomerId,
+    customer: Customer,
 ) -> Result<Json<NotificationList>, ApiError> {
-    let sent = store.for_customer(&customer_id).await.map_err(ApiError::internal)?;
+    let sent = store.for_customer(customer.id()).await.map_err(ApiError::internal)?;
     Ok(Json(NotificationList { items: sent.into_iter().map(NotificationItem::from).collect() }))
 }
 
@@ -159,10 +160,11 @@ mod tests {
     }
 
     async fn get(store: NotificationStore, customer: Option<&str>) -> (StatusCode, Option<String>, serde_json::Value) {
-        let app = kit::http::layers(router(store));
+        let ctx = kit::testing::context("").await;
+        let app = kit::http::layers(router(store), &ctx.gate);
         let mut request = Request::get("/notifications");
         if let Some(c) = customer {
-            request = request.header(kit::http::CUSTOMER_HEADER, c);
+            request = request.header(header::AUTHORIZATION, kit::testing::bearer(c, &["customer"]));
         }
         let response = app.oneshot(request.body(Body::empty()).expect("request")).await.expect("response");
         let status = response.status();

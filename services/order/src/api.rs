@@ -15,7 +15,8 @@ use contracts::{
     order::OrderDetails,
 };
 use kit::{
-    http::{ApiError, CorrelationId, CustomerId, Json},
+    auth::{Customer, Principal},
+    http::{ApiError, CorrelationId, Json},
     resilience::{BreakerError, CircuitBreaker},
 };
 use messaging::{Bus, BusError, Envelope, MessageContext};
@@ -94,13 +95,14 @@ impl PlaceOrder {
 
 async fn place_order(
     State(app): State<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer: Customer,
     CorrelationId(correlation_id): CorrelationId,
     IdempotencyKey(key): IdempotencyKey,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     body.validate()?;
     let body = body.normalized();
+    let customer_id = customer.id().to_owned();
     let claim = key.map(|key| KeyClaim::new(&customer_id, key, &body)).transpose().map_err(ApiError::internal)?;
     // A retry is answered from what its key remembers, before asking the inventory: it must
     // not depend on the inventory being up, nor on the pet still being available.
@@ -163,13 +165,13 @@ async fn lookup_pet(app: &AppState, pet_id: &str, ctx: &MessageContext) -> Resul
     reply.decode::<PetStatus>().map_err(ApiError::internal)
 }
 
-/// Loads an order the caller may see. Someone else's order answers 404, like a missing one,
-/// so order ids cannot be probed.
-async fn owned_order(app: &AppState, order_id: &str, customer_id: &str) -> Result<Order, ApiError> {
+/// Loads an order the caller may see (its customer's, or any for an admin). Someone else's
+/// order answers 404, like a missing one, so order ids cannot be probed.
+async fn owned_order(app: &AppState, order_id: &str, caller: &Principal) -> Result<Order, ApiError> {
     let not_found = || ApiError::not_found(format!("no order {order_id}"));
     let id = Uuid::parse_str(order_id).map_err(|_| not_found())?;
     let order = app.store.get(id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
-    if order.details.customer_id != customer_id {
+    if !caller.may_see(&order.details.customer_id) {
         return Err(not_found());
     }
     Ok(order)
@@ -177,18 +179,18 @@ async fn owned_order(app: &AppState, order_id: &str, customer_id: &str) -> Resul
 
 async fn get_order(
     State(app): State<AppState>,
-    CustomerId(customer_id): CustomerId,
+    caller: Principal,
     Path(order_id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
-    owned_order(&app, &order_id, &customer_id).await.map(Json)
+    owned_order(&app, &order_id, &caller).await.map(Json)
 }
 
 async fn order_events(
     State(app): State<AppState>,
-    CustomerId(customer_id): CustomerId,
+    caller: Principal,
     Path(order_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let order = owned_order(&app, &order_id, &customer_id).await?;
+    let order = owned_order(&app, &order_id, &caller).await?;
     let history = app.store.history(order.details.order_id).await.map_err(ApiError::internal)?;
     let items: Vec<_> = history
         .iter()

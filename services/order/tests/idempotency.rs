@@ -92,7 +92,7 @@ impl Harness {
             })
             .await
             .expect("serve pet-status queries");
-        let router = kit::http::layers(service.router);
+        let router = kit::http::layers(service.router, &ctx.gate);
         Self { ctx, router, store, database_url, inventory: Some(inventory), lookups }
     }
 
@@ -101,12 +101,13 @@ impl Harness {
         let ctx = &self.ctx;
         let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, "order", ctx.shutdown.clone()).await.expect("bus");
         let store = self.store.clone().with_key_retention(TimeDelta::zero());
-        kit::http::layers(order::router(AppState {
+        let app = order::router(AppState {
             store,
             bus,
             pet_lookup_timeout: PATIENCE,
             inventory_breaker: kit::resilience::CircuitBreaker::new("inventory_queries", Default::default()),
-        }))
+        });
+        kit::http::layers(app, &ctx.gate)
     }
 
     async fn post(&self, customer: &str, key: Option<&str>, body: &str) -> Reply {
@@ -167,7 +168,7 @@ fn pet_status(request: Envelope) -> Result<Envelope, HandlerError> {
 
 async fn post_to(router: &Router, customer: &str, key: Option<&[u8]>, body: &str) -> Reply {
     let mut request =
-        Request::post("/orders").header("content-type", "application/json").header("x-customer-id", customer);
+        Request::post("/orders").header("content-type", "application/json").header("authorization", kit::testing::bearer(customer, &["customer"]));
     if let Some(key) = key {
         request = request.header(IDEMPOTENCY_KEY_HEADER, key);
     }
@@ -341,7 +342,7 @@ async fn a_malformed_key_is_refused(h: Harness) {
     }
     let request = Request::post("/orders")
         .header("content-type", "application/json")
-        .header("x-customer-id", "alice")
+        .header("authorization", kit::testing::bearer("alice", &["customer"]))
         .header(IDEMPOTENCY_KEY_HEADER, "one")
         .header(IDEMPOTENCY_KEY_HEADER, "two")
         .body(Body::from(body.clone()))

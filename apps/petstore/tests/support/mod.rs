@@ -37,6 +37,11 @@ pub fn mixed_backends() -> String {
     )
 }
 
+/// The cluster's own HS256 secret: tokens of one test are worthless to another.
+fn secret_of(id: &str) -> String {
+    format!("e2e-secret-{id}")
+}
+
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
@@ -102,6 +107,11 @@ impl Cluster {
         let config = format!(
             r#"environment: test
 log: {{ format: json, level: "info" }}
+auth: {{ hs256_secret: "{secret}" }}
+rate_limits:
+  authenticated: {{ requests: 100000, per: 1s, burst: 100000 }}
+  anonymous: {{ requests: 100000, per: 1s, burst: 100000 }}
+  routes: {{ "POST /orders": {{ requests: 100000, per: 1s, burst: 100000 }} }}
 {top_extra}
 storage: postgres
 database: {{ url: "{database_url}", max_connections: 5 }}
@@ -124,6 +134,7 @@ services:
 "#,
             redis = env_or("REDIS_URL", "redis://127.0.0.1:6379"),
             brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+            secret = secret_of(&id),
         );
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -274,15 +285,33 @@ services:
             "shipping_address": { "street": "742 Evergreen Terrace", "city": "Springfield", "postal_code": "49007", "country": "US" },
             "payment_method": payment_method,
         });
-        let mut request = self.http.post(self.url("order", "/orders")).header("x-customer-id", customer).json(&body);
+        let mut request =
+            self.http.post(self.url("order", "/orders")).bearer_auth(self.token(customer, &["customer"])).json(&body);
         if let Some(id) = correlation_id {
             request = request.header("x-correlation-id", id);
         }
         request.send().await.expect("POST /orders")
     }
 
+    /// A token of this cluster's issuer for `subject` with `roles`.
+    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+        let settings = kit::Settings::with_overrides(&format!("auth: {{ hs256_secret: \"{}\" }}", secret_of(&self.id)))
+            .expect("cluster auth settings");
+        kit::testing::token(&settings, subject, roles)
+    }
+
+    /// `GET path` of `service` as the customer `customer`.
     pub async fn get_json(&self, service: &str, path: &str, customer: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(service, path)).header("x-customer-id", customer).send().await.expect("GET");
+        self.get_as(service, path, &self.token(customer, &["customer"])).await
+    }
+
+    /// `GET path` of `service` as an administrator.
+    pub async fn get_admin_json(&self, service: &str, path: &str) -> (u16, Value) {
+        self.get_as(service, path, &self.token("e2e-admin", &["admin"])).await
+    }
+
+    async fn get_as(&self, service: &str, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(service, path)).bearer_auth(token).send().await.expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -317,6 +346,17 @@ services:
             assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until `service`'s `/metrics` has the sample `line` (name, labels and value):
+    /// counters and gauges are updated a moment after the state they describe is visible
+    /// through the API, so a test reads them with a deadline rather than once.
+    pub async fn wait_for_metric(&self, service: &str, line: &str, limit: Duration) {
+        self.eventually(&format!("{service} /metrics to show `{line}`"), limit, || async {
+            let metrics = self.http.get(self.url(service, "/metrics")).send().await.ok()?.text().await.ok()?;
+            metrics.lines().any(|l| l == line).then_some(())
+        })
+        .await;
     }
 
     /// A bus on the cluster's Kafka, with its topic prefix, for a test to publish what no

@@ -1,5 +1,5 @@
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -19,6 +19,10 @@ pub enum ProblemType {
     Unauthenticated,
     /// The caller may not do this (403).
     Forbidden,
+    /// The body is larger than the route accepts (413).
+    PayloadTooLarge,
+    /// Too many requests in the rate limit's window (429).
+    RateLimited,
     /// The body is not JSON (415).
     UnsupportedMediaType,
     /// The route exists but not for this method (405).
@@ -37,6 +41,8 @@ impl ProblemType {
             Self::Conflict => "conflict",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::RateLimited => "rate-limited",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Unavailable => "service-unavailable",
@@ -51,6 +57,8 @@ impl ProblemType {
             Self::Conflict => "Conflict",
             Self::Unauthenticated => "Authentication required",
             Self::Forbidden => "Forbidden",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::RateLimited => "Too many requests",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Unavailable => "Service unavailable",
@@ -73,12 +81,13 @@ pub struct ApiError {
     detail: String,
     retry_after: Option<u64>,
     cause: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     /// A problem with a status, a type and a detail the client may read.
     pub fn new(status: StatusCode, problem: ProblemType, detail: impl Into<String>) -> Self {
-        Self { status, problem, detail: detail.into(), retry_after: None, cause: None }
+        Self { status, problem, detail: detail.into(), retry_after: None, cause: None, headers: Vec::new() }
     }
 
     /// 422: the request is well-formed but its content is invalid.
@@ -126,6 +135,20 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// Adds `Retry-After: secs` to the response.
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Adds a header to the response (`WWW-Authenticate`, rate-limit headers).
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -152,6 +175,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
         }
         response
     }

@@ -8,8 +8,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{ApiError, ProblemType};
 
 /// JSON body extractor and response: like `axum::Json`, but a malformed body is answered
-/// as problem+json naming what is wrong (400 bad syntax, 415 wrong content type, 422 a
-/// missing or mistyped field).
+/// as problem+json naming what is wrong (400 bad syntax or an unknown field, 413 too large,
+/// 415 wrong content type, 422 a missing or mistyped field).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -23,7 +23,14 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ProblemType::PayloadTooLarge, rejection.body_text()))
+            }
             Err(rejection) => Err(match rejection {
+                // Strict bodies: a field the API does not know is a malformed request, named.
+                JsonRejection::JsonDataError(e) if source_text(&e).starts_with("unknown field") => {
+                    ApiError::bad_request(format!("invalid body: {}", source_text(&e)))
+                }
                 JsonRejection::JsonDataError(e) => ApiError::validation(format!("invalid body: {}", source_text(&e))),
                 JsonRejection::JsonSyntaxError(e) => {
                     ApiError::bad_request(format!("malformed JSON: {}", source_text(&e)))

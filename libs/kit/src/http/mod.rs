@@ -1,13 +1,18 @@
-//! HTTP conventions shared by every service (ARCHITECTURE.md §5).
+//! HTTP conventions shared by every service: problem+json errors, correlation ids, the gate
+//! (authentication, rate limits, body limits), security headers and ops routes.
 
+mod body;
 mod correlation;
-mod customer;
 mod error;
+mod guard;
 mod json;
+mod limits;
 mod observe;
 
+pub use body::{BodyLimits, too_large};
 pub use correlation::{CORRELATION_HEADER, CorrelationId, current_correlation_id};
-pub use customer::{CUSTOMER_HEADER, CustomerId};
 pub use error::{ApiError, ProblemType};
+pub use guard::{Gate, PUBLIC_ROUTES, is_public, unauthenticated};
 pub use json::Json;
+pub use limits::{LIMIT_HEADER, REMAINING_HEADER, RateLimits};
 pub use observe::{TRACE_ID_HEADER, layers, ops_router};

@@ -3,7 +3,7 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
-    http::{HeaderName, HeaderValue, StatusCode},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -14,13 +14,21 @@ use serde_json::json;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{ApiError, ProblemType, correlation::correlate};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::{
+    ApiError, Gate, ProblemType,
+    body::limit_body,
+    correlation::correlate,
+    guard::{admit, security_headers},
+};
 use crate::service::Readiness;
 
-/// Wraps an API router with the cross-cutting layers: correlation ids, RED metrics per
-/// route, problem+json for unknown routes and methods.
-pub fn layers(router: Router) -> Router {
-    router
+/// Wraps an API router with the cross-cutting layers, outermost first: a span per request,
+/// correlation ids, RED metrics per route, security headers, CORS, the gate (authentication
+/// and rate limits), body limits; problem+json for unknown routes and methods.
+pub fn layers(router: Router, gate: &Gate) -> Router {
+    let router = router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -29,6 +37,21 @@ pub fn layers(router: Router) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(middleware::from_fn_with_state(gate.body.clone(), limit_body))
+        .layer(middleware::from_fn_with_state(gate.clone(), admit));
+    let router = match gate.cors_origins.is_empty() {
+        true => router,
+        false => router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(gate.cors_origins.clone()))
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key"), HeaderName::from_static(super::CORRELATION_HEADER)])
+                .expose_headers([HeaderName::from_static(super::CORRELATION_HEADER), header::RETRY_AFTER, header::LOCATION])
+                .max_age(std::time::Duration::from_secs(600)),
+        ),
+    };
+    router
+        .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(correlate))
         .layer(middleware::from_fn(trace_request))

@@ -28,7 +28,7 @@ use kit::{Readiness, ServiceContext, Settings};
 use messaging::{Backends, Bus, Envelope, MessageContext};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, mpsc};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -151,12 +151,7 @@ impl Harness {
     pub async fn start(overrides: &str, cleanup: Option<Cleanup>) -> Self {
         let settings = Settings::with_overrides(overrides).expect("test settings");
         let backends = Backends::connect(&settings.messaging).await.expect("connect the bus");
-        let ctx = ServiceContext {
-            settings: Arc::new(settings),
-            backends,
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        };
+        let ctx = ServiceContext::assemble(settings, backends, CancellationToken::new()).expect("test gate");
         let service = tokio::time::timeout(PATIENCE, inventory::start(&ctx))
             .await
             .expect("start-up must not hang")

@@ -1,5 +1,5 @@
-//! `GET /admin/dlq`, `GET /admin/dlq/{id}` and `POST /admin/dlq/{id}/replay` (operators; gated
-//! to the `admin` role once authentication arrives).
+//! `GET /admin/dlq`, `GET /admin/dlq/{id}` and `POST /admin/dlq/{id}/replay`: the `admin`
+//! role only.
 
 use axum::{
     Router,
@@ -9,7 +9,10 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
-use kit::http::{ApiError, Json};
+use kit::{
+    auth::Role,
+    http::{ApiError, Json},
+};
 use persistence::StoreError;
 use serde::Serialize;
 use tracing::info;
@@ -27,11 +30,11 @@ const MAX_LIMIT: usize = 100;
 
 /// The dead-letter routes.
 pub fn router(store: DeadLetterStore) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/admin/dlq", get(list))
         .route("/admin/dlq/{id}", get(get_one))
-        .route("/admin/dlq/{id}/replay", post(replay))
-        .with_state(store)
+        .route("/admin/dlq/{id}/replay", post(replay));
+    kit::auth::only(Role::Admin, routes).with_state(store)
 }
 
 /// A page of `GET /admin/dlq`.
