@@ -1,8 +1,8 @@
 //! The monitoring in `monitoring/` against the services it watches: every metric a Grafana
 //! dashboard or a Prometheus rule queries is one the services export (checked on a running
-//! cluster after a completed and a compensated saga), the dashboards are well-formed Grafana
-//! JSON, every alert says how bad and what happened, and promtool accepts the configuration,
-//! the rules and the alerts' unit tests.
+//! cluster after a completed and a compensated saga and two refused callers), the dashboards
+//! are well-formed Grafana JSON, every alert says how bad and what happened, and promtool
+//! accepts the configuration, the rules and the alerts' unit tests.
 
 mod support;
 
@@ -64,10 +64,17 @@ const CATALOGUE: &[&str] = &[
     "petstore_cache_requests_total",
     "petstore_cache_errors_total",
     "petstore_cache_up",
+    // authentication and rate limits (kit): refusals by reason (`missing_role` is the 403 of a
+    // valid token without the route's role, `issuer_unavailable` a 503, every other reason a
+    // 401), 429s by route template, and the fetches of an OIDC issuer's keys by outcome
+    "petstore_auth_rejections_total",
+    "petstore_rate_limited_total",
+    "petstore_jwks_fetches_total",
 ];
 
 /// Metrics a healthy run does not export: each appears on its first increment, that is when
-/// something goes wrong, so the cluster test cannot expect to have seen them.
+/// something goes wrong (or, for the JWKS fetches, only with an OIDC issuer, which the test
+/// cluster does not use), so the cluster test cannot expect to have seen them.
 const ABSENT_WHEN_HEALTHY: &[&str] = &[
     "petstore_messages_dead_lettered_total",      // a handler gave up on a message
     "petstore_messages_retried_total",            // a handler failed and is tried again
@@ -81,6 +88,8 @@ const ABSENT_WHEN_HEALTHY: &[&str] = &[
     "petstore_circuit_breaker_rejections_total",  // an open breaker refused a call
     "petstore_idempotent_replays_total",          // a client repeated an Idempotency-Key
     "petstore_reservations_expired_total",        // a saga held a pet past its reservation's TTL
+    "petstore_rate_limited_total",                // a caller went over its route's quota (429)
+    "petstore_jwks_fetches_total",                // keys fetched from an OIDC issuer (the cluster signs HS256)
 ];
 
 /// Series Prometheus makes itself rather than scrapes.
@@ -481,6 +490,13 @@ async fn every_metric_the_dashboards_and_rules_query_is_exported_after_a_complet
     );
     assert_eq!(completed["status"], "completed", "{completed}");
     assert_eq!(compensated["status"], "compensated", "{compensated}");
+
+    // Refused callers, which petstore_auth_rejections_total counts: an order without a token
+    // (401, reason `missing`) and a customer at an admin route (403, reason `missing_role`).
+    let refused = cluster.http.post(cluster.url("order", "/orders")).json(&serde_json::json!({})).send().await;
+    assert_eq!(refused.expect("POST /orders").status(), 401, "an order without a token");
+    let (status, body) = cluster.get_json("orchestrator", "/admin/dlq", "grace").await;
+    assert_eq!(status, 403, "a customer at GET /admin/dlq: {body}");
 
     // Metrics of what follows a saga's end (the order's confirmation, the relays' next round)
     // may lag it a little: scrape until nothing is missing, for at most 20 s.
