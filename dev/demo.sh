@@ -7,10 +7,14 @@
 #   dev/demo.sh race        two customers order the same pet at once: exactly one gets it
 #   dev/demo.sh retry       a client repeats an order with the same Idempotency-Key: one order
 #   dev/demo.sh bad         malformed and invalid orders get problem+json answers
+#   dev/demo.sh security    401 without or with a bad token, 403 without the role, 404 for
+#                           another customer's order, 429 past the quota, the audit trail
 #   dev/demo.sh all         everything above
 #
 # BASE_URL (default http://localhost:8080) points at the all-in-one binary (`cargo run -p
-# petstore`) or at the compose deployment's entry point. Needs curl and jq.
+# petstore`) or at the compose deployment's entry point. Needs curl and jq. Tokens come from
+# `petstore token` (PETSTORE_BIN, else target/release or target/debug, else `cargo run`),
+# which signs with the same configuration as the pet store it talks to.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8080}"
@@ -24,10 +28,30 @@ say() { printf '  %s\n' "$*"; }
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-api() { # method path [customer] [body] → prints the body; `status` and `header NAME` read the rest
-  local method=$1 path=$2 customer=${3:-} body=${4:-}
+petstore_cli() {
+  if [ -n "${PETSTORE_BIN:-}" ]; then "$PETSTORE_BIN" "$@"
+  elif [ -x target/release/petstore ]; then target/release/petstore "$@"
+  elif [ -x target/debug/petstore ]; then target/debug/petstore "$@"
+  else cargo run -q -p petstore -- "$@"; fi
+}
+
+token() { # subject [role] → a bearer token (cached for the run)
+  local subject=$1 role=${2:-customer} file="$WORK/token-$1-${2:-customer}"
+  [ -s "$file" ] || petstore_cli token --sub "$subject" --role "$role" >"$file"
+  cat "$file"
+}
+
+api() { # method path [caller] [body] → prints the body; `status` and `header NAME` read the rest
+  # caller: a customer id (a customer token), `admin:<name>` (an admin token), or
+  # `raw:<Authorization value>`.
+  local method=$1 path=$2 caller=${3:-} body=${4:-}
   local args=(-sS -X "$method" -D "$WORK/headers" -o "$WORK/body" -w '%{http_code}' -H 'accept: application/json')
-  [ -n "$customer" ] && args+=(-H "x-customer-id: $customer")
+  case "$caller" in
+    "") ;;
+    raw:*) args+=(-H "authorization: ${caller#raw:}") ;;
+    admin:*) args+=(-H "authorization: Bearer $(token "${caller#admin:}" admin)") ;;
+    *) args+=(-H "authorization: Bearer $(token "$caller")") ;;
+  esac
   [ -n "${IDEMPOTENCY_KEY:-}" ] && args+=(-H "idempotency-key: $IDEMPOTENCY_KEY")
   [ -n "$body" ] && args+=(-H 'content-type: application/json' --data "$body")
   curl "${args[@]}" "$BASE_URL$path" >"$WORK/status" || { echo "cannot reach $BASE_URL — is the pet store running?" >&2; exit 1; }
@@ -147,6 +171,35 @@ bad() {
   api GET /pets/unicorn-999 | jq -c '{status, title, detail}' | sed 's/^/  GET unknown pet  → /'
 }
 
+security() {
+  local pet placed order quota
+  bold "Security: every route but the catalog needs a bearer token"
+  say "GET /notifications, no token          → $(api GET /notifications | jq -r '"\(.status) \(.detail)"')"
+  say "GET /notifications, forged token      → $(api GET /notifications 'raw:Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJldmUifQ.' | jq -r '"\(.status) \(.detail)"')"
+  say "GET /admin/dlq as customer grace      → $(api GET /admin/dlq grace | jq -r '"\(.status) \(.detail)"')"
+  pet=$(first_available_pet)
+  placed=$(place grace "$pet" credit_card)
+  order=$(jq -r .order_id <<<"$placed")
+  wait_for_saga "$order" grace >/dev/null
+  say "grace's order as grace                → $(api GET "/orders/$order" grace >/dev/null; status)"
+  say "grace's order as heidi                → $(api GET "/orders/$order" heidi | jq -r '"\(.status) \(.detail)"')"
+  say "grace's order as an admin             → $(api GET "/orders/$order" admin:ops >/dev/null; status)"
+  bold "Rate limit: heidi sends orders for a pet that does not exist until the quota answers 429"
+  quota=0
+  for i in $(seq 1 40); do
+    api POST /orders heidi "$(order_body unicorn-999 credit_card)" >/dev/null
+    if [ "$(status)" = 429 ]; then quota=$i; break; fi
+  done
+  [ "$quota" -gt 0 ] || { echo "no 429 after 40 orders: is rate_limits.routes.\"POST /orders\" configured?" >&2; exit 1; }
+  say "request $quota → 429, Retry-After: $(header retry-after) s, X-RateLimit-Limit: $(header x-ratelimit-limit)"
+  say "ivan, meanwhile                       → $(api GET /notifications ivan >/dev/null; status)"
+  bold "Audit trail (GET /admin/audit as an admin): what grace and heidi just did"
+  api GET "/admin/audit?service=order&actor=grace&limit=3" admin:ops \
+    | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target // "-")  → \(.status)"'
+  api GET "/admin/audit?service=orchestrator&actor=grace&limit=3" admin:ops \
+    | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target // "-")  → \(.status)"'
+}
+
 case "${1:-}" in
   catalog) catalog ;;
   happy) happy ;;
@@ -154,6 +207,7 @@ case "${1:-}" in
   race) race ;;
   retry) retry ;;
   bad) bad ;;
-  all) catalog; happy; declined; race; retry; bad ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  security) security ;;
+  all) catalog; happy; declined; race; retry; bad; security ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

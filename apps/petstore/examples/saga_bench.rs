@@ -66,8 +66,7 @@ async fn run_order(
     let order_id = placed["order_id"].as_str().ok_or_else(|| format!("order refused: {placed}"))?.to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let response =
-            http.get(format!("{base}/orders/{order_id}/status")).bearer_auth(token(customer)).send().await;
+        let response = http.get(format!("{base}/orders/{order_id}/status")).bearer_auth(token(customer)).send().await;
         if let Ok(r) = response
             && let Ok(saga) = r.json::<Value>().await
             && matches!(saga["status"].as_str(), Some("completed" | "compensated" | "failed"))

@@ -11,7 +11,8 @@ pub const USAGE: &str = "petstore token --sub SUBJECT [--role ROLE]... [--tier T
 
 /// Reads the options and signs the token.
 pub fn run(settings: &Settings, args: &[&str]) -> anyhow::Result<String> {
-    let mut request = TokenRequest { subject: String::new(), roles: Vec::new(), tier: None, ttl: Duration::from_secs(3600) };
+    let mut request =
+        TokenRequest { subject: String::new(), roles: Vec::new(), tier: None, ttl: Duration::from_secs(3600) };
     let mut rest = args.iter();
     while let Some(&option) = rest.next() {
         let mut value = || rest.next().copied().with_context(|| format!("{option} needs a value; usage: {USAGE}"));

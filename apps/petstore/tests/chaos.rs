@@ -79,7 +79,8 @@ async fn under_kills_cuts_and_a_lost_cache_every_saga_ends_and_the_books_balance
     let accepted = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let answers = Arc::new(Mutex::new(HashMap::<u16, usize>::new()));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tokens: Arc<Vec<String>> = Arc::new((0..ORDERS).map(|n| cluster.token(&format!("chaos-{n}"), &["customer"])).collect());
+    let tokens: Arc<Vec<String>> =
+        Arc::new((0..ORDERS).map(|n| cluster.token(&format!("chaos-{n}"), &["customer"])).collect());
     let mut load = Vec::new();
     for worker in 0..CONCURRENCY {
         let (http, url, accepted, next) = (http.clone(), orders_url.clone(), accepted.clone(), next.clone());

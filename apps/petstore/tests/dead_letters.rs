@@ -52,8 +52,7 @@ async fn a_command_the_payment_service_rejects_is_listed_and_replayed_once_from_
 
     let listed = cluster
         .eventually("the dead letter in GET /admin/dlq", PATIENCE, || async {
-            let (status, page) =
-                cluster.get_admin_json("orchestrator", "/admin/dlq?channel=payment-commands").await;
+            let (status, page) = cluster.get_admin_json("orchestrator", "/admin/dlq?channel=payment-commands").await;
             let items = page["items"].as_array().filter(|_| status == 200)?;
             items.iter().find(|l| l["id"] == id.to_string()).cloned()
         })

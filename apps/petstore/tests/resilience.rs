@@ -136,8 +136,12 @@ async fn a_compensation_that_never_answers_fails_the_saga_and_is_dead_lettered_f
     cluster.restart("payment").await;
     let id = letter["id"].as_str().expect("id");
     let admin = cluster.token("e2e-admin", &["admin"]);
-    let replay =
-        cluster.http.post(cluster.url("orchestrator", &format!("/admin/dlq/{id}/replay"))).bearer_auth(admin).send().await;
+    let replay = cluster
+        .http
+        .post(cluster.url("orchestrator", &format!("/admin/dlq/{id}/replay")))
+        .bearer_auth(admin)
+        .send()
+        .await;
     assert_eq!(replay.expect("replay").status(), 202);
     let order_uuid = uuid::Uuid::parse_str(&order_id).expect("uuid");
     cluster

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Identifies the saga (and its order) a command or reply belongs to.
@@ -11,16 +12,20 @@ pub struct SagaRef {
 }
 
 /// Where a pet is shipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
     /// Street and number.
+    #[schema(pattern = r"\S", example = "1 Main St")]
     pub street: String,
     /// City.
+    #[schema(pattern = r"\S", example = "Springfield")]
     pub city: String,
     /// Postal or ZIP code.
+    #[schema(pattern = r"\S", example = "12345")]
     pub postal_code: String,
     /// ISO 3166 country code or name.
+    #[schema(pattern = r"\S", example = "US")]
     pub country: String,
 }
 
@@ -41,7 +46,7 @@ impl Address {
 }
 
 /// How the customer pays. `declined_card` is the provider's test card that is always declined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentMethod {
     /// A credit card.

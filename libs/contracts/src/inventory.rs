@@ -1,8 +1,10 @@
 //! Inventory: commands that move a pet between available, reserved and sold; their replies
-//! (which double as availability events); and the pet-status query.
+//! (which double as availability events); the catalog events an administrator's changes
+//! publish; and the pet-status query.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{SagaRef, channels, message};
 
@@ -147,6 +149,54 @@ message!(PetRestored, "petstore.inventory.pet-restored.v1", channels::INVENTORY_
     .order_id
     .to_string());
 
+/// The fields of a catalog entry an administrator sets: everything but the pet's id and its
+/// availability (which the sagas own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PetDetails {
+    /// Display name.
+    pub name: String,
+    /// `dog`, `cat`, `bird`, … (lower case).
+    pub category: String,
+    /// Breed or species.
+    pub breed: String,
+    /// Age in months.
+    pub age_months: i32,
+    /// Price in `currency`, two decimal places.
+    pub price: Decimal,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Free text for the catalog page.
+    pub description: String,
+}
+
+/// A new pet entered the catalog, available. Readers of the catalog (caches, search
+/// indexes) learn of it from this event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PetListed {
+    /// The new pet.
+    pub pet_id: String,
+    /// What the catalog shows of it.
+    #[serde(flatten)]
+    pub details: PetDetails,
+    /// The administrator who listed it (the token's subject), for the audit trail.
+    pub changed_by: String,
+}
+message!(PetListed, "petstore.inventory.pet-listed.v1", channels::INVENTORY_EVENTS, |m| m.pet_id.clone());
+
+/// An administrator replaced a pet's catalog fields; its availability is unchanged. The
+/// price of a reserved or sold pet never changes this way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PetUpdated {
+    /// The pet.
+    pub pet_id: String,
+    /// Its catalog fields as they are now.
+    #[serde(flatten)]
+    pub details: PetDetails,
+    /// The administrator who changed it (the token's subject), for the audit trail.
+    pub changed_by: String,
+}
+message!(PetUpdated, "petstore.inventory.pet-updated.v1", channels::INVENTORY_EVENTS, |m| m.pet_id.clone());
+
 /// Query: what is this pet, what does it cost and can it be bought now?
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GetPetStatus {
@@ -156,7 +206,7 @@ pub struct GetPetStatus {
 message!(GetPetStatus, "petstore.inventory.get-pet-status.v1", channels::INVENTORY_QUERIES, |m| m.pet_id.clone());
 
 /// Availability of a pet in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Availability {
     /// Can be ordered.
@@ -188,4 +238,29 @@ pub struct PetSummary {
     pub currency: String,
     /// Current availability.
     pub availability: Availability,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_events_are_flat_and_keep_the_price_exact() {
+        let details = PetDetails {
+            name: "Rex".into(),
+            category: "dog".into(),
+            breed: "Beagle".into(),
+            age_months: 7,
+            price: Decimal::new(19999, 2),
+            currency: "EUR".into(),
+            description: String::new(),
+        };
+        let listed = PetListed { pet_id: "beagle-100".into(), details, changed_by: "ops".into() };
+        let json = serde_json::to_value(&listed).expect("encode");
+        assert_eq!(json["pet_id"], "beagle-100");
+        assert_eq!(json["price"], "199.99", "money travels as a decimal string");
+        assert_eq!(json["changed_by"], "ops");
+        let back: PetListed = serde_json::from_value(json).expect("decode");
+        assert_eq!(back, listed);
+    }
 }

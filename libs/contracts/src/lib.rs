@@ -59,6 +59,8 @@ mod tests {
             inventory::PetSold::TYPE,
             inventory::PetSaleFailed::TYPE,
             inventory::PetRestored::TYPE,
+            inventory::PetListed::TYPE,
+            inventory::PetUpdated::TYPE,
             inventory::GetPetStatus::TYPE,
             inventory::PetStatus::TYPE,
             payment::ProcessPayment::TYPE,

@@ -4,12 +4,13 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{Address, PaymentMethod, SagaRef, channels, message};
 
 /// What a customer ordered: what the order service records and every saga step needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderDetails {
     /// The order.
     pub order_id: Uuid,

@@ -497,7 +497,10 @@ impl Settings {
         if let Some(bad) = self.http.cors.allowed_origins.iter().find(|o| {
             !(o.starts_with("http://") || o.starts_with("https://")) || axum::http::HeaderValue::from_str(o).is_err()
         }) {
-            return err("http.cors.allowed_origins", &format!("`{bad}` is not an origin such as https://shop.example.com"));
+            return err(
+                "http.cors.allowed_origins",
+                &format!("`{bad}` is not an origin such as https://shop.example.com"),
+            );
         }
         if self.cache.ttl_secs == 0 {
             return err("cache.ttl_secs", "must be at least 1");
@@ -545,7 +548,10 @@ impl Settings {
                 return err("auth.oidc_issuer_url", "must be an http:// or https:// URL");
             }
             if auth.jwks_refresh.is_zero() || auth.jwks_refetch_cooldown.is_zero() || auth.jwks_timeout.is_zero() {
-                return err("auth.jwks_refresh", "jwks_refresh, jwks_refetch_cooldown and jwks_timeout must be longer than zero");
+                return err(
+                    "auth.jwks_refresh",
+                    "jwks_refresh, jwks_refetch_cooldown and jwks_timeout must be longer than zero",
+                );
             }
         }
         if production && auth.hs256_secret == DEVELOPMENT_SECRET {
@@ -599,7 +605,10 @@ mod tests {
             ("auth: { oidc_issuer_url: 'keycloak:8080' }", "auth.oidc_issuer_url"),
             ("environment: production", "auth.oidc_issuer_url"),
             ("environment: production\nauth: { oidc_issuer_url: 'http://kc/realms/p' }", "auth.hs256_secret"),
-            ("rate_limits: { routes: { '/orders': { requests: 1, per: 1s, burst: 1 } } }", "rate_limits.routes./orders"),
+            (
+                "rate_limits: { routes: { '/orders': { requests: 1, per: 1s, burst: 1 } } }",
+                "rate_limits.routes./orders",
+            ),
             ("rate_limits: { anonymous: { requests: 0, per: 1s, burst: 1 } }", "rate_limits.anonymous.requests"),
             ("rate_limits: { anonymous: { requests: 1, per: 0s, burst: 1 } }", "rate_limits.anonymous.per"),
             ("http: { cors: { allowed_origins: ['*'] } }", "http.cors.allowed_origins"),
@@ -619,6 +628,18 @@ mod tests {
     }
 
     #[test]
+    fn the_production_overlay_demands_an_issuer() {
+        let overlay = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/production.yaml"))
+            .expect("config/production.yaml");
+        let without = Settings::from_figment(Figment::from(Yaml::string(DEFAULTS)).merge(Yaml::string(&overlay)));
+        assert!(without.expect_err("no issuer").to_string().contains("auth.oidc_issuer_url"));
+        let with = Figment::from(Yaml::string(DEFAULTS))
+            .merge(Yaml::string(&overlay))
+            .merge(Yaml::string("auth: { oidc_issuer_url: 'https://sso.example.com/realms/petstore' }\nmessaging: { kafka: { brokers: 'k:9092' } }"));
+        Settings::from_figment(with).expect("production with an issuer starts");
+    }
+
+    #[test]
     fn production_starts_with_an_issuer_and_its_own_secret() {
         let yaml = "environment: production\nauth: { oidc_issuer_url: 'http://kc/realms/p', hs256_secret: '' }";
         assert!(Settings::with_overrides(yaml).is_ok());
@@ -627,6 +648,6 @@ mod tests {
     #[test]
     fn database_url_is_never_printed() {
         let s = Settings::with_overrides("database: { url: 'postgres://u:secret@h/db' }").expect("loads");
-        assert!(!format!("{s:?}").contains("secret"));
+        assert!(!format!("{s:?}").contains("u:secret@"));
     }
 }

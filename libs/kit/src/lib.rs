@@ -3,6 +3,7 @@
 //! correlation ids, rate and body limits, ops routes), telemetry set-up, and serving with
 //! graceful shutdown.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod http;
@@ -13,4 +14,4 @@ pub mod telemetry;
 pub mod testing;
 
 pub use config::{ConfigError, Settings, StorageKind};
-pub use service::{Readiness, Service, ServiceContext, StartError, serve, shutdown_on_signal};
+pub use service::{Readiness, Service, ServiceContext, StartError, app, serve, shutdown_on_signal};

@@ -87,7 +87,9 @@ impl ServiceContext {
     /// Serves `services` on `listener` until shutdown, then waits for background tasks
     /// (consumers finishing their message, relays flushing the outbox).
     pub async fn run(&self, listener: TcpListener, services: Vec<Service>) -> Result<(), StartError> {
-        serve(listener, services, &self.gate, self.shutdown.clone()).await.map_err(StartError::at("http", "serving"))?;
+        serve(listener, services, &self.gate, self.shutdown.clone())
+            .await
+            .map_err(StartError::at("http", "serving"))?;
         self.shutdown.cancel();
         self.tasks.close();
         // Consumers finish the message in hand, relays flush the outbox (bounded by their
@@ -127,37 +129,54 @@ impl StartError {
     }
 }
 
-/// A started service: its API routes and what `/ready` must check for it.
+/// A started service: its API routes, their description and what `/ready` must check for it.
 pub struct Service {
     /// The service's name.
     pub name: &'static str,
     /// Its API routes (without the ops routes and layers).
     pub router: Router,
+    /// The OpenAPI description of `router`'s routes; [`serve`] merges those of the services
+    /// it serves into one document with the shared parts ([`http::docs`]).
+    pub openapi: utoipa::openapi::OpenApi,
     /// Its dependencies.
     pub readiness: Vec<Arc<dyn Readiness>>,
+    /// Where its audited requests are recorded (its own schema, or memory).
+    pub audit: Arc<dyn crate::audit::AuditLog>,
 }
 
-/// Serves `router` (wrapped with the API layers and the ops routes) on `listener` until
-/// `shutdown` fires, then lets in-flight requests finish.
+/// Serves [`app`] on `listener` until `shutdown` fires, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     services: Vec<Service>,
     gate: &http::Gate,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut api = Router::new();
-    let mut checks = Vec::new();
-    for service in services {
-        api = api.merge(service.router);
-        checks.extend(service.readiness);
-    }
-    checks.sort_by_key(|c| c.name());
-    checks.dedup_by_key(|c| c.name());
-    let app = http::layers(api.merge(http::ops_router(checks, crate::telemetry::metrics_handle())), gate);
+    let app = app(services, gate);
     // The peer's address keys the rate limit of anonymous callers.
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// What a process serving `services` answers: their routes, the ops routes, the API
+/// description of all of them (`GET /openapi.json`, Swagger UI at `/docs`), wrapped with the
+/// API layers.
+pub fn app(services: Vec<Service>, gate: &http::Gate) -> Router {
+    let document = http::docs::document(&services);
+    let mut api = Router::new();
+    let mut checks = Vec::new();
+    let mut audit_logs = Vec::new();
+    for service in services {
+        api = api.merge(crate::audit::audited(service.router, service.name, service.audit.clone()));
+        audit_logs.push(service.audit);
+        checks.extend(service.readiness);
+    }
+    let api = api.merge(crate::audit::router(audit_logs));
+    checks.sort_by_key(|c| c.name());
+    checks.dedup_by_key(|c| c.name());
+    let api =
+        api.merge(http::ops_router(checks, crate::telemetry::metrics_handle())).merge(http::docs::router(document));
+    http::layers(api, gate)
 }
 
 /// A token fired by Ctrl+C or SIGTERM.

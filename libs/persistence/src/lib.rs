@@ -3,6 +3,7 @@
 //! optimistic concurrency — each on PostgreSQL ([`pg`]) and in memory ([`memory`], for the
 //! all-in-one mode).
 
+pub mod audit;
 pub mod memory;
 mod per_saga;
 pub mod pg;

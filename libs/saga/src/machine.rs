@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use contracts::order::OrderDetails;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{ORDER_SAGA, Step, StepKind};
@@ -14,7 +15,7 @@ pub const MAX_COMPENSATION_ATTEMPTS: u32 = 5;
 pub const MAX_STEP_ATTEMPTS: u32 = 3;
 
 /// Where a saga is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
     /// Going forward.
@@ -48,7 +49,7 @@ impl SagaStatus {
 }
 
 /// Where one step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Not started.
@@ -68,7 +69,7 @@ pub enum StepStatus {
 }
 
 /// One step of a saga, as shown by the status API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StepState {
     /// Which step.
     pub step: Step,
@@ -91,7 +92,7 @@ pub struct StepState {
 }
 
 /// The cancellation notice sent when a saga compensates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NoticeState {
     /// Attempts so far.
     pub attempts: u32,
@@ -258,7 +259,7 @@ pub enum Reply {
 }
 
 /// A saga instance, rebuilt from its events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Saga {
     /// The saga.
     pub saga_id: Uuid,

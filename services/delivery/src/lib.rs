@@ -39,7 +39,10 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     Ok(Service {
         name: SERVICE,
         router: router(),
+        // No routes of its own to describe.
+        openapi: Default::default(),
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+        audit: storage.audit_log(),
     })
 }
 

@@ -3,7 +3,7 @@
 
 use contracts::{
     Message,
-    inventory::{GetPetStatus, PetReleased, PetReserved, PetRestored, PetSold, PetStatus},
+    inventory::{GetPetStatus, PetListed, PetReleased, PetReserved, PetRestored, PetSold, PetStatus, PetUpdated},
 };
 use messaging::{Envelope, HandlerError, MessageContext};
 use serde::Deserialize;
@@ -46,10 +46,12 @@ pub(crate) async fn pet_status(
     Ok(Envelope::from_message(source, &reply, &MessageContext::caused_by(&request))?)
 }
 
-/// The events that say a pet's availability changed.
-const AVAILABILITY_CHANGES: [&str; 4] = [PetReserved::TYPE, PetReleased::TYPE, PetSold::TYPE, PetRestored::TYPE];
+/// The events that change what the catalog shows of a pet: its availability, or (an
+/// administrator's change) the pet itself.
+const CATALOG_CHANGES: [&str; 6] =
+    [PetReserved::TYPE, PetReleased::TYPE, PetSold::TYPE, PetRestored::TYPE, PetListed::TYPE, PetUpdated::TYPE];
 
-/// The part every availability event shares.
+/// The part every catalog-changing event shares.
 #[derive(Deserialize)]
 struct AboutPet {
     pet_id: String,
@@ -60,7 +62,7 @@ struct AboutPet {
 /// what keeps an instance's cache right when another instance handled the command. Cache
 /// failures are logged and counted by the cache, never retried here (the TTL bounds them).
 pub(crate) async fn invalidate_on_event(cache: &CatalogCache, message: Envelope) -> Result<(), HandlerError> {
-    if !AVAILABILITY_CHANGES.contains(&message.event_type.as_str()) {
+    if !CATALOG_CHANGES.contains(&message.event_type.as_str()) {
         return Ok(());
     }
     let about: AboutPet = serde_json::from_slice(&message.data)

@@ -10,8 +10,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use contracts::{
     SagaRef,
     inventory::{
-        Availability, MarkPetSold, PetReleased, PetReservationFailed, PetReserved, PetRestored, PetSaleFailed, PetSold,
-        PetSummary, ReleasePet, ReservePet, RestorePet,
+        Availability, MarkPetSold, PetDetails, PetReleased, PetReservationFailed, PetReserved, PetRestored,
+        PetSaleFailed, PetSold, PetSummary, ReleasePet, ReservePet, RestorePet,
     },
 };
 use messaging::{BusError, Envelope, MessageContext};
@@ -72,6 +72,28 @@ pub struct Pet {
 }
 
 impl Pet {
+    /// A pet entering the catalog at `at`: available, held by no saga (the seed and an
+    /// administrator's listing both start a pet so).
+    pub fn listed(pet_id: String, details: PetDetails, at: DateTime<Utc>) -> Self {
+        let PetDetails { name, category, breed, age_months, price, currency, description } = details;
+        Self {
+            pet_id,
+            name,
+            category,
+            breed,
+            age_months,
+            price,
+            currency,
+            description,
+            status: Availability::Available,
+            held_by_saga: None,
+            held_for_order: None,
+            reserved_until: None,
+            status_changed_at: at,
+            created_at: at,
+        }
+    }
+
     /// What an order needs to know about the pet (the `GetPetStatus` answer).
     pub fn summary(&self) -> PetSummary {
         PetSummary {

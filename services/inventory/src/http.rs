@@ -2,21 +2,22 @@
 //! served through the catalog cache and saying so in `X-Cache: HIT|MISS`.
 
 use axum::{
-    Router,
     extract::{FromRequestParts, Path, Query, State, rejection::PathRejection},
     http::{HeaderName, HeaderValue, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use contracts::inventory::Availability;
-use kit::http::ApiError;
+use kit::http::{ApiError, docs};
 use persistence::StoreError;
 use rust_decimal::Decimal;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     cache::{CatalogCache, Lookup},
+    catalog::{CatalogEntry, PetId},
     domain::{Pet, PetFilter},
     store::InventoryStore,
 };
@@ -26,9 +27,9 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: usize = 100;
 /// Longest pet id the API accepts (in a path or inside a cursor).
-const MAX_PET_ID: usize = 128;
+const MAX_PET_ID: usize = PetId::MAX_LEN;
 /// Longest category the API accepts.
-const MAX_CATEGORY: usize = 64;
+const MAX_CATEGORY: usize = CatalogEntry::MAX_CATEGORY;
 
 /// The response header saying whether the body came from the cache.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -40,25 +41,39 @@ pub struct AppState {
     pub store: InventoryStore,
     /// Its cache.
     pub cache: CatalogCache,
+    /// The CloudEvents source of the events the catalog's changes publish.
+    pub source: String,
 }
 
-/// The catalog routes.
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/pets", get(list_pets)).route("/pets/{pet_id}", get(get_pet)).with_state(state)
+/// The catalog routes, described.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_pets)).routes(routes!(get_pet))
 }
 
 /// A pet as the API shows it: the saga holding it stays internal.
-#[derive(Serialize)]
-struct PetView<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Pet)]
+pub(crate) struct PetView<'a> {
+    /// The pet's id.
+    #[schema(example = "golden-retriever-001")]
     pet_id: &'a str,
+    /// Its name.
     name: &'a str,
+    /// Its category, e.g. `dog`.
     category: &'a str,
+    /// Breed or species.
     breed: &'a str,
+    /// Age in months.
     age_months: i32,
     /// A decimal string with two places, e.g. `"1200.00"`: money is never a float.
+    #[schema(example = "1200.00", pattern = r"^[0-9]+\.[0-9]{2}$")]
     price: String,
+    /// ISO 4217 currency code.
+    #[schema(example = "USD")]
     currency: &'a str,
+    /// Free text.
     description: &'a str,
+    /// Whether it can be ordered.
     status: Availability,
 }
 
@@ -81,8 +96,10 @@ impl<'a> From<&'a Pet> for PetView<'a> {
 }
 
 /// A page of `GET /pets`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PetPage)]
 struct PageView<'a> {
+    /// Pets in id order.
     items: Vec<PetView<'a>>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
@@ -119,6 +136,11 @@ impl ListQuery {
                     return Err(ApiError::validation(format!(
                         "query parameter `category` is longer than {MAX_CATEGORY} characters"
                     )));
+                }
+                "category" if !value.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '-') => {
+                    return Err(ApiError::bad_request(
+                        "query parameter `category` may hold only letters, digits, spaces and `-`",
+                    ));
                 }
                 "category" => q.filter.category = Some(value.to_owned()),
                 "max_price" => q.filter.max_price = Some(parse_max_price(value)?),
@@ -193,13 +215,35 @@ fn json_response(body: String, cache: &'static str) -> Response {
     (headers, body).into_response()
 }
 
-fn storage_error(e: StoreError) -> ApiError {
+/// The problem for a storage failure: an outage is a 503 to retry, anything else a 500.
+pub(crate) fn storage_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Database(_) => ApiError::unavailable("the catalog is unavailable; try again shortly", 1, e),
         other => ApiError::internal(other),
     }
 }
 
+/// The catalog, filtered, in pages (keyset-paged by pet id), through the catalog cache.
+#[utoipa::path(
+    get,
+    path = "/pets",
+    params(
+        ("category" = Option<String>, Query, max_length = 64,
+         description = "Only pets of this category, e.g. `dog`: letters, digits, spaces and `-`."),
+        ("max_price" = Option<String>, Query, pattern = r"^[0-9]+(\.[0-9]+)?$",
+         description = "Only pets costing at most this, a decimal of at least 0, e.g. `250.00`."),
+        ("available" = Option<bool>, Query, description = "Only pets that can (`true`) or cannot (`false`) be ordered."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of pets.", body = PageView,
+         headers(("X-Cache" = String, description = "`HIT` when the page came from the catalog cache, else `MISS`."))),
+        (status = 400, response = docs::BadRequest),
+        (status = 422, response = docs::Unprocessable),
+        (status = 503, response = docs::Unavailable),
+    )
+)]
 async fn list_pets(State(state): State<AppState>, query: ListQuery) -> Result<Response, ApiError> {
     let lookup = state.cache.listing(&query.cache_key()).await;
     if let Lookup::Hit(json) = lookup {
@@ -221,6 +265,18 @@ async fn list_pets(State(state): State<AppState>, query: ListQuery) -> Result<Re
     Ok(json_response(body, "MISS"))
 }
 
+/// One pet, through the catalog cache.
+#[utoipa::path(
+    get,
+    path = "/pets/{pet_id}",
+    params(("pet_id" = String, Path, description = "The pet's id, e.g. `golden-retriever-001`.")),
+    responses(
+        (status = 200, description = "The pet.", body = PetView,
+         headers(("X-Cache" = String, description = "`HIT` when the pet came from the catalog cache, else `MISS`."))),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    )
+)]
 async fn get_pet(
     State(state): State<AppState>,
     pet_id: Result<Path<String>, PathRejection>,

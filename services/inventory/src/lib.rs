@@ -2,9 +2,13 @@
 //! by a running saga, sold). It handles the saga's commands (`ReservePet`, `ReleasePet`,
 //! `MarkPetSold`, `RestorePet`) with replies on `inventory-events`, answers `GetPetStatus`
 //! queries, and serves the catalog over HTTP through a cache (Redis or memory) that inventory
-//! events invalidate. Reservations expire: a sweeper releases those past their time.
+//! events invalidate. Administrators list and revise pets (`POST /pets`, `PUT /pets/{pet_id}`),
+//! each change published as an inventory event. Reservations expire: a sweeper releases those
+//! past their time.
 
+mod admin;
 mod cache;
+mod catalog;
 mod consumers;
 mod domain;
 mod expiry;
@@ -18,6 +22,7 @@ use axum::Router;
 use contracts::channels;
 use kit::{Service, ServiceContext, StartError};
 use persistence::open_service;
+use utoipa::openapi::OpenApi;
 
 pub use cache::{CacheError, CacheReadiness, CatalogCache, Keyspace, Lookup, MemoryCache, Slot};
 pub use domain::{InventoryCommand, Pet, PetFilter, availability_name, parse_availability};
@@ -84,10 +89,17 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     if let Some(breaker) = cache.breaker() {
         readiness.push(Arc::new(breaker));
     }
-    Ok(Service { name: SERVICE, router: router(AppState { store, cache }), readiness })
+    let (router, openapi) = api(AppState { store, cache, source: bus.source().to_owned() });
+    Ok(Service { name: SERVICE, router, openapi, readiness, audit: storage.audit_log() })
 }
 
-/// The service's HTTP API: the public catalog (`GET /pets`, `GET /pets/{pet_id}`).
+/// The service's HTTP API: the public catalog (`GET /pets`, `GET /pets/{pet_id}`) and its
+/// administration (`POST /pets`, `PUT /pets/{pet_id}`, `admin` role only).
 pub fn router(state: AppState) -> Router {
-    http::router(state)
+    api(state).0
+}
+
+/// The service's routes and their OpenAPI description, both from the handlers' annotations.
+pub fn api(state: AppState) -> (Router, OpenApi) {
+    http::routes().merge(admin::routes()).with_state(state).split_for_parts()
 }

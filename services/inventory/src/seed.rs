@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use contracts::inventory::Availability;
+use contracts::inventory::PetDetails;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -55,8 +55,7 @@ pub fn catalog() -> Result<Vec<Pet>, SeedError> {
             }
             let mut price = e.price;
             price.rescale(2);
-            Ok(Pet {
-                pet_id: e.pet_id,
+            let details = PetDetails {
                 name: e.name,
                 category: e.category,
                 breed: e.breed,
@@ -64,19 +63,16 @@ pub fn catalog() -> Result<Vec<Pet>, SeedError> {
                 price,
                 currency: e.currency,
                 description: e.description,
-                status: Availability::Available,
-                held_by_saga: None,
-                held_for_order: None,
-                reserved_until: None,
-                status_changed_at: now,
-                created_at: now,
-            })
+            };
+            Ok(Pet::listed(e.pet_id, details, now))
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use contracts::inventory::Availability;
+
     use super::*;
 
     #[test]

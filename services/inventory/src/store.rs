@@ -1,7 +1,8 @@
 //! Where the catalog lives: the `inventory` schema, or memory. Each command runs in one
 //! transaction with its inbox entry and its reply; the pet's row is locked while deciding.
-//! The sweeper's releases of expired reservations lock the same rows, so a command and a
-//! release of one pet never interleave: whichever comes second sees what the first did.
+//! The sweeper's releases of expired reservations and an administrator's catalog changes lock
+//! the same rows, so none of them interleave on one pet: whichever comes second sees what the
+//! first did.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     SERVICE,
+    catalog::{CatalogChange, Refusal},
     domain::{self, Clock, Expiry, HeldFor, InventoryCommand, Pet, PetFilter, SagaMark},
 };
 
@@ -70,11 +72,7 @@ impl Records for PetsForSaga {
     }
 
     async fn load(conn: &mut PgConnection, (pet_id, saga_id): &(String, Uuid)) -> Result<Option<HeldFor>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1 FOR UPDATE")))
-            .bind(pet_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(pet) = row.as_ref().map(decode).transpose()? else { return Ok(None) };
+        let Some(pet) = load_locked(conn, pet_id).await? else { return Ok(None) };
         let mark = sqlx::query("SELECT mark, reason FROM saga_marks WHERE saga_id = $1")
             .bind(saga_id)
             .fetch_optional(&mut *conn)
@@ -129,28 +127,7 @@ impl InventoryStore {
         }
         let mut inserted = 0;
         for p in pets {
-            inserted += sqlx::query(
-                "INSERT INTO pets (pet_id, name, category, breed, age_months, price, currency, description, status, \
-                 held_by_saga, held_for_order, reserved_until, status_changed_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (pet_id) DO NOTHING",
-            )
-            .bind(&p.pet_id)
-            .bind(&p.name)
-            .bind(&p.category)
-            .bind(&p.breed)
-            .bind(p.age_months)
-            .bind(p.price)
-            .bind(&p.currency)
-            .bind(&p.description)
-            .bind(domain::availability_name(p.status))
-            .bind(p.held_by_saga)
-            .bind(p.held_for_order)
-            .bind(p.reserved_until)
-            .bind(p.status_changed_at)
-            .bind(p.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            inserted += u64::from(insert(&mut tx, p).await?);
         }
         tx.commit().await?;
         Ok(inserted)
@@ -217,6 +194,53 @@ impl InventoryStore {
         }
     }
 
+    /// Applies an administrator's change, as [`CatalogChange::decide`] decides it on the pet as
+    /// stored (its row locked meanwhile, so no saga command or sweep interleaves), with the
+    /// change's event in the outbox, in one transaction. Returns the pet as stored, or the
+    /// refusal (and then writes nothing).
+    pub(crate) async fn change(
+        &self,
+        change: &CatalogChange,
+        changed_by: &str,
+        source: &str,
+        ctx: &MessageContext,
+    ) -> Result<Result<Pet, Refusal>, StoreError> {
+        let now = Utc::now();
+        let decide = |existing: Option<Pet>| -> Result<(Result<Pet, Refusal>, Vec<Outgoing>), StoreError> {
+            match change.decide(existing, now) {
+                Err(refusal) => Ok((Err(refusal), Vec::new())),
+                Ok(pet) => {
+                    let event =
+                        change.announcement(changed_by, source, ctx).map_err(|e| StoreError::Codec(e.to_string()))?;
+                    Ok((Ok(pet), vec![event]))
+                }
+            }
+        };
+        match &self.storage {
+            Storage::Memory(memory) => memory.write(|s| {
+                let (decided, events) = decide(s.pets.get(change.pet_id()).cloned())?;
+                if let Ok(pet) = &decided {
+                    s.pets.insert(pet.pet_id.clone(), pet.clone());
+                }
+                Ok((decided, events))
+            }),
+            Storage::Postgres { pool, .. } => {
+                persistence::pg::write(pool, async |conn| {
+                    let (decided, events) = decide(load_locked(conn, change.pet_id()).await?)?;
+                    let Ok(pet) = &decided else { return Ok((decided, events)) };
+                    if !change.is_new() {
+                        save_details(conn, pet).await?;
+                    } else if !insert(conn, pet).await? {
+                        // Another request listed the id first (a missing row cannot be locked).
+                        return Ok((Err(Refusal::AlreadyListed(pet.pet_id.clone())), Vec::new()));
+                    }
+                    Ok((decided, events))
+                })
+                .await
+            }
+        }
+    }
+
     /// One pet, if it exists.
     pub async fn get(&self, pet_id: &str) -> Result<Option<Pet>, StoreError> {
         match &self.storage {
@@ -272,6 +296,61 @@ impl InventoryStore {
 
 const SELECT: &str = "SELECT pet_id, name, category, breed, age_months, price, currency, description, status, \
                       held_by_saga, held_for_order, reserved_until, status_changed_at, created_at FROM pets";
+
+/// The pet, its row locked until the transaction ends.
+async fn load_locked(conn: &mut PgConnection, pet_id: &str) -> Result<Option<Pet>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pet_id = $1 FOR UPDATE")))
+        .bind(pet_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Inserts the pet unless its id is taken; whether it did.
+async fn insert(conn: &mut PgConnection, p: &Pet) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO pets (pet_id, name, category, breed, age_months, price, currency, description, status, \
+         held_by_saga, held_for_order, reserved_until, status_changed_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (pet_id) DO NOTHING",
+    )
+    .bind(&p.pet_id)
+    .bind(&p.name)
+    .bind(&p.category)
+    .bind(&p.breed)
+    .bind(p.age_months)
+    .bind(p.price)
+    .bind(&p.currency)
+    .bind(&p.description)
+    .bind(domain::availability_name(p.status))
+    .bind(p.held_by_saga)
+    .bind(p.held_for_order)
+    .bind(p.reserved_until)
+    .bind(p.status_changed_at)
+    .bind(p.created_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Saves the pet's catalog fields (what an administrator changes), not its availability.
+async fn save_details(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE pets SET name = $2, category = $3, breed = $4, age_months = $5, price = $6, currency = $7, \
+         description = $8 WHERE pet_id = $1",
+    )
+    .bind(&p.pet_id)
+    .bind(&p.name)
+    .bind(&p.category)
+    .bind(&p.breed)
+    .bind(p.age_months)
+    .bind(p.price)
+    .bind(&p.currency)
+    .bind(&p.description)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 async fn save_status(conn: &mut PgConnection, p: &Pet) -> Result<(), StoreError> {
     sqlx::query(

@@ -2,6 +2,7 @@
 //! `memory::<test>` (memory storage, memory cache, memory bus) and `postgres_redis::<test>`
 //! (a fresh PostgreSQL database, Redis under a random key prefix, memory bus).
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -12,27 +13,6 @@ use contracts::inventory::{
     Availability, MarkPetSold, PetReservationFailed, PetReserved, PetRestored, PetSold, RestorePet,
 };
 use rust_decimal::Decimal;
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&super::Harness::memory().await).await;
-                }
-            )*
-        }
-        mod postgres_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&super::Harness::postgres_redis().await).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     paging_visits_every_seeded_pet_exactly_once_in_id_order,

@@ -8,10 +8,11 @@ use contracts::{
 use messaging::{BusError, MessageContext};
 use persistence::Outgoing;
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// How a notification reaches the customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationChannel {
     /// An email (the only channel used for now).

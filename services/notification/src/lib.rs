@@ -9,7 +9,7 @@ mod store;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::{Router, extract::State, routing::get};
+use axum::{Router, extract::State};
 use chrono::{DateTime, Utc};
 use contracts::{
     channels,
@@ -18,12 +18,14 @@ use contracts::{
 use kit::{
     Service, ServiceContext, StartError,
     auth::Customer,
-    http::{ApiError, Json},
+    http::{ApiError, Json, docs},
 };
 use messaging::{Envelope, Handler, HandlerError, MessageContext};
 use persistence::open_service;
 use serde::Serialize;
 use tracing::info;
+use utoipa::{ToSchema, openapi::OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 pub use domain::{Notification, NotificationChannel};
@@ -42,27 +44,43 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     bus.subscribe(channels::NOTIFICATION_COMMANDS, SERVICE, handler)
         .await
         .map_err(StartError::at(SERVICE, "subscribing to commands"))?;
+    let (router, openapi) = api(store);
     Ok(Service {
         name: SERVICE,
-        router: router(store),
+        router,
+        openapi,
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+        audit: storage.audit_log(),
     })
 }
 
 /// The service's HTTP API: `GET /notifications` lists what the calling customer was sent.
 pub fn router(store: NotificationStore) -> Router {
-    Router::new().route("/notifications", get(list_notifications)).with_state(store)
+    api(store).0
+}
+
+/// The service's routes and their OpenAPI description.
+pub fn api(store: NotificationStore) -> (Router, OpenApi) {
+    OpenApiRouter::new().routes(routes!(list_notifications)).with_state(store).split_for_parts()
 }
 
 /// A notification as the customer sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Notification)]
 struct NotificationItem {
+    /// The notification.
     notification_id: Uuid,
+    /// The order it is about.
     order_id: Uuid,
+    /// Confirmation or cancellation notice.
     kind: NotificationKind,
+    /// How it was sent.
     channel: NotificationChannel,
+    /// Its subject line.
     subject: String,
+    /// Its text.
     body: String,
+    /// When it was sent.
     sent_at: DateTime<Utc>,
 }
 
@@ -80,12 +98,22 @@ impl From<Notification> for NotificationItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The body of `GET /notifications`.
+#[derive(Debug, Serialize, ToSchema)]
 struct NotificationList {
+    /// Newest first.
     items: Vec<NotificationItem>,
 }
 
-/// `GET /notifications`: the calling customer's notifications, newest first.
+/// The calling customer's notifications, newest first.
+#[utoipa::path(
+    get,
+    path = "/notifications",
+    responses(
+        (status = 200, description = "The caller's notifications, newest first.", body = NotificationList),
+        (status = 403, response = docs::Forbidden),
+    )
+)]
 async fn list_notifications(
     State(store): State<NotificationStore>,
     customer: Customer,

@@ -3,13 +3,14 @@
 use axum::{
     Router,
     extract::{Path, State},
-    routing::get,
 };
 use kit::{
     auth::{Admin, Principal},
-    http::{ApiError, Json},
+    http::{ApiError, Json, docs},
 };
 use saga::Saga;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::SagaStore;
@@ -17,12 +18,25 @@ use crate::SagaStore;
 /// `GET /sagas/{saga_id}` (the `admin` role) and `GET /orders/{order_id}/status` (the order's
 /// customer, or an admin).
 pub fn router(store: SagaStore) -> Router {
-    Router::new()
-        .route("/sagas/{saga_id}", get(get_saga))
-        .route("/orders/{order_id}/status", get(order_status))
-        .with_state(store)
+    api(store).0
 }
 
+/// The saga status routes and their OpenAPI description.
+pub fn api(store: SagaStore) -> (Router, OpenApi) {
+    OpenApiRouter::new().routes(routes!(get_saga)).routes(routes!(order_status)).with_state(store).split_for_parts()
+}
+
+/// A saga: every step, its attempts and errors (the `admin` role).
+#[utoipa::path(
+    get,
+    path = "/sagas/{saga_id}",
+    params(("saga_id" = Uuid, Path, description = "The saga.")),
+    responses(
+        (status = 200, description = "The saga.", body = Saga),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+    )
+)]
 async fn get_saga(
     State(store): State<SagaStore>,
     _: Admin,
@@ -33,8 +47,19 @@ async fn get_saga(
     store.get(id).await.map_err(ApiError::internal)?.map(Json).ok_or_else(not_found)
 }
 
-/// The saga of the caller's order. The saga starts a moment after the order is accepted, so
-/// right after `POST /orders` this may briefly answer 404.
+/// The saga of an order of the caller's (any order for an admin).
+///
+/// The saga starts a moment after the order is accepted, so right after `POST /orders` this
+/// may briefly answer 404.
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}/status",
+    params(("order_id" = Uuid, Path, description = "The order.")),
+    responses(
+        (status = 200, description = "The saga processing the order.", body = Saga),
+        (status = 404, response = docs::NotFound),
+    )
+)]
 async fn order_status(
     State(store): State<SagaStore>,
     caller: Principal,

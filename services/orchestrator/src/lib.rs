@@ -57,11 +57,15 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
         Duration::from_millis(deadlines.deadline_check_ms),
         ctx.shutdown.clone(),
     ));
-    let dead_letters = dead_letters::start(ctx, &letters, &bus).await?;
+    let (dead_letter_routes, dead_letter_api) = dead_letters::start(ctx, &letters, &bus).await?;
+    let (saga_routes, mut openapi) = api::api(store);
+    openapi.merge(dead_letter_api);
     Ok(Service {
         name: SERVICE,
-        router: router(store).merge(dead_letters),
+        router: saga_routes.merge(dead_letter_routes),
+        openapi,
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone())],
+        audit: storage.audit_log(),
     })
 }
 

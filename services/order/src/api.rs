@@ -3,25 +3,28 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use axum::{
     Router,
     extract::{Path, State},
     response::Response,
-    routing::{get, post},
 };
+use chrono::{DateTime, Utc};
 use contracts::{
     Address, PaymentMethod, channels,
     inventory::{Availability, GetPetStatus, PetStatus},
     order::OrderDetails,
 };
 use kit::{
+    audit::{AuditDraft, RecordedInTransaction},
     auth::{Customer, Principal},
-    http::{ApiError, CorrelationId, Json},
+    http::{ApiError, CorrelationId, Json, docs},
     resilience::{BreakerError, CircuitBreaker},
 };
 use messaging::{Bus, BusError, Envelope, MessageContext};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{ToSchema, openapi::OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -46,22 +49,40 @@ pub struct AppState {
 
 /// The order routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/orders", post(place_order))
-        .route("/orders/{order_id}", get(get_order))
-        .route("/orders/{order_id}/events", get(order_events))
+    api(state).0
+}
+
+/// The order routes and their OpenAPI description, both from the handlers' annotations.
+pub fn api(state: AppState) -> (Router, OpenApi) {
+    OpenApiRouter::new()
+        .routes(routes!(place_order))
+        .routes(routes!(get_order))
+        .routes(routes!(order_events))
         .with_state(state)
+        .split_for_parts()
 }
 
 /// Body of `POST /orders`; serialized (after [`PlaceOrder::normalized`]) it is the canonical
 /// form an `Idempotency-Key`'s fingerprint is taken of.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "pet_id": "golden-retriever-001",
+    "shipping_address": { "street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US" },
+    "payment_method": "credit_card",
+    "special_instructions": "Leave at the door"
+}))]
 struct PlaceOrder {
+    /// The pet to buy (`GET /pets`); surrounding blanks are ignored.
+    #[schema(min_length = 1, max_length = 64, example = "golden-retriever-001")]
     pet_id: String,
+    /// Where to ship it.
     shipping_address: Address,
+    /// How to pay; `declined_card` is always declined (the saga then compensates).
     payment_method: PaymentMethod,
+    /// Free text for the delivery.
     #[serde(default)]
+    #[schema(max_length = 500)]
     special_instructions: Option<String>,
 }
 
@@ -93,11 +114,44 @@ impl PlaceOrder {
     }
 }
 
+/// Places an order for a pet (the `customer` role).
+///
+/// The answer comes before the saga has run: `status` is `pending`, and
+/// `GET /orders/{order_id}` shows how it ends. Retry-safe with an `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "Makes a retry safe: the same key with the same body within 24 h answers the first \
+                        order again (`Idempotent-Replayed: true`); with another body, 422."),
+    ),
+    request_body = PlaceOrder,
+    responses(
+        (status = 202, description = "The order is placed; its saga runs.", body = Receipt,
+         headers(
+             ("Location" = String, description = "The order: `/orders/{order_id}`."),
+             ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same key."),
+         ),
+         links(
+             ("GetOrder" = (operation_id = "get_order", parameters(("order_id" = "$response.body#/order_id")))),
+             ("GetOrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))),
+             ("GetOrderStatus" = (operation_id = "order_status", parameters(("order_id" = "$response.body#/order_id")))),
+             ("GetSaga" = (operation_id = "get_saga", parameters(("saga_id" = "$response.body#/saga_id")))),
+         )),
+        (status = 400, response = docs::BadRequest),
+        (status = 403, response = docs::Forbidden),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Unprocessable),
+        (status = 503, response = docs::Unavailable),
+    )
+)]
 async fn place_order(
     State(app): State<AppState>,
     customer: Customer,
     CorrelationId(correlation_id): CorrelationId,
     IdempotencyKey(key): IdempotencyKey,
+    audit: AuditDraft,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     body.validate()?;
@@ -118,10 +172,13 @@ async fn place_order(
     if pet.availability == Availability::Sold {
         return Err(ApiError::conflict(format!("pet `{pet_id}` is already sold")));
     }
+    let order_id = Uuid::now_v7();
+    // Written in the order's own transaction: the trail has the order exactly when it exists.
+    let entry = audit.finish(StatusCode::ACCEPTED.as_u16(), order_id.to_string());
     let placed = OrderEvent::Placed {
         saga_id: Uuid::now_v7(),
         order: OrderDetails {
-            order_id: Uuid::now_v7(),
+            order_id,
             customer_id,
             pet_id,
             amount: pet.price,
@@ -131,7 +188,8 @@ async fn place_order(
             special_instructions: body.special_instructions,
         },
     };
-    let order = match (app.store.place(placed, &ctx, claim.as_ref()).await.map_err(ApiError::internal)?, &claim) {
+    let placement = app.store.place(placed, &ctx, claim.as_ref(), entry.as_ref()).await.map_err(ApiError::internal)?;
+    let order = match (placement, &claim) {
         (Placement::Placed(order), _) => order,
         // A concurrent request with the same key placed its order first.
         (Placement::Remembered(earlier), Some(claim)) => return Ok(claim.answer_again(&earlier)),
@@ -141,7 +199,11 @@ async fn place_order(
     };
     metrics::counter!("petstore_orders_created_total").increment(1);
     tracing::info!(order_id = %order.details.order_id, saga_id = %order.saga_id, correlation_id, "order placed");
-    Ok(Receipt::new(&order, &correlation_id).accepted(false))
+    let mut response = Receipt::new(&order, &correlation_id).accepted(false);
+    if entry.is_some() {
+        response.extensions_mut().insert(RecordedInTransaction);
+    }
+    Ok(response)
 }
 
 /// Asks the inventory (request/response over the bus) what the pet is and costs.
@@ -177,6 +239,20 @@ async fn owned_order(app: &AppState, order_id: &str, caller: &Principal) -> Resu
     Ok(order)
 }
 
+/// An order of the caller's (any order for an admin).
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}",
+    params(("order_id" = Uuid, Path, description = "The order.")),
+    responses(
+        (status = 200, description = "The order.", body = Order,
+         links(
+             ("GetOrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))),
+             ("GetOrderStatus" = (operation_id = "order_status", parameters(("order_id" = "$response.body#/order_id")))),
+         )),
+        (status = 404, response = docs::NotFound),
+    )
+)]
 async fn get_order(
     State(app): State<AppState>,
     caller: Principal,
@@ -185,16 +261,48 @@ async fn get_order(
     owned_order(&app, &order_id, &caller).await.map(Json)
 }
 
+/// The body of `GET /orders/{order_id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderHistory {
+    /// The order.
+    order_id: Uuid,
+    /// Its events, oldest first.
+    events: Vec<RecordedEvent>,
+}
+
+/// One event of an order's history.
+#[derive(Debug, Serialize, ToSchema)]
+struct RecordedEvent {
+    /// 1 for the first event, then +1 per event.
+    version: i64,
+    /// When it was recorded.
+    recorded_at: DateTime<Utc>,
+    /// What happened.
+    event: OrderEvent,
+}
+
+/// The history of an order of the caller's (any order for an admin).
+///
+/// The events the order's state is folded from, oldest first.
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}/events",
+    params(("order_id" = Uuid, Path, description = "The order.")),
+    responses(
+        (status = 200, description = "The order's events, oldest first.", body = OrderHistory),
+        (status = 404, response = docs::NotFound),
+    )
+)]
 async fn order_events(
     State(app): State<AppState>,
     caller: Principal,
     Path(order_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OrderHistory>, ApiError> {
     let order = owned_order(&app, &order_id, &caller).await?;
     let history = app.store.history(order.details.order_id).await.map_err(ApiError::internal)?;
-    let items: Vec<_> = history
-        .iter()
-        .map(|r| json!({ "version": r.version, "recorded_at": r.recorded_at, "event": r.event }))
+    let events = history
+        .into_iter()
+        .map(|r| RecordedEvent { version: r.version, recorded_at: r.recorded_at, event: r.event })
         .collect();
-    Ok(Json(json!({ "order_id": order.details.order_id, "events": items })))
+    Ok(Json(OrderHistory { order_id: order.details.order_id, events }))
 }

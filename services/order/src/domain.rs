@@ -6,13 +6,14 @@ use contracts::order::{OrderCancelled, OrderConfirmed, OrderCreated, OrderDetail
 use messaging::{BusError, MessageContext};
 use persistence::{DomainEvent, Outgoing, Recorded};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// What happened to an order.
 // `Placed` carries the whole order and the others almost nothing; events are short-lived
 // values read one aggregate at a time, so boxing would buy nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OrderEvent {
     /// The customer placed the order.
@@ -43,7 +44,7 @@ impl DomainEvent for OrderEvent {
 }
 
 /// Where an order is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Its saga is running.
@@ -66,7 +67,7 @@ impl OrderStatus {
 }
 
 /// An order, as folded from its events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Order {
     /// What was ordered.
     #[serde(flatten)]

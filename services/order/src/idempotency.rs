@@ -11,10 +11,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use kit::http::{ApiError, Json, current_correlation_id};
+use kit::http::{ApiError, Json, Problem};
 use serde::Serialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
@@ -94,7 +94,7 @@ impl KeyClaim {
 }
 
 /// The body of a `202 Accepted` to `POST /orders`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Receipt {
     /// The order.
     pub order_id: Uuid,
@@ -149,17 +149,13 @@ pub const KEY_REUSED_TYPE: &str = "https://petstore.example.com/problems/idempot
 
 /// 422 [`KEY_REUSED_TYPE`], in the problem+json shape of [`ApiError`].
 fn key_reused(key: &str) -> Response {
-    let status = StatusCode::UNPROCESSABLE_ENTITY;
-    let body = json!({
-        "type": KEY_REUSED_TYPE,
-        "title": "Idempotency key reused",
-        "status": status.as_u16(),
-        "detail": format!(
+    Problem::new(
+        KEY_REUSED_TYPE.to_owned(),
+        "Idempotency key reused",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
             "Idempotency-Key `{key}` was already used for a different order request; send a new key for a new order"
         ),
-        "correlation_id": current_correlation_id(),
-    });
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    response
+    )
+    .into_response()
 }

@@ -59,10 +59,13 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         inventory_breaker: CircuitBreaker::new("inventory_queries", ctx.settings.resilience.circuit_breaker.into()),
     };
     let state_breaker = state.inventory_breaker.clone();
+    let (router, openapi) = api::api(state);
     let service = Service {
         name: SERVICE,
-        router: router(state),
+        router,
+        openapi,
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone()), Arc::new(state_breaker)],
+        audit: store.audit_log(),
     };
     Ok((service, store))
 }

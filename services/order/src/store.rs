@@ -2,10 +2,11 @@
 //! in one transaction with the outbox and the order's `Idempotency-Key` (`idempotency_keys`);
 //! or the same in memory.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use contracts::order::OrderDetails;
+use kit::audit::{AuditEntry, AuditLog};
 use messaging::{Envelope, MessageContext};
 use persistence::{Outgoing, Recorded, Storage, StoreError, memory::MemoryEventLog, pg, pg::EventTable};
 use sqlx::{PgConnection, Row};
@@ -36,6 +37,7 @@ pub struct OrderStore {
     storage: Storage<OrderState>,
     source: String,
     key_retention: TimeDelta,
+    audit: Arc<dyn AuditLog>,
 }
 
 /// What [`OrderStore::place`] did.
@@ -61,7 +63,13 @@ fn codec(e: impl std::fmt::Display) -> StoreError {
 impl OrderStore {
     /// Wraps the configured storage; `source` names this service in the messages it emits.
     pub fn new(storage: Storage<OrderState>, source: &str) -> Self {
-        Self { storage, source: source.to_owned(), key_retention: KEY_RETENTION }
+        let audit = storage.audit_log();
+        Self { storage, source: source.to_owned(), key_retention: KEY_RETENTION, audit }
+    }
+
+    /// The service's audit trail: the order's audit entry is written with the order.
+    pub fn audit_log(&self) -> Arc<dyn AuditLog> {
+        self.audit.clone()
     }
 
     /// The same store remembering idempotency keys for `retention` instead of
@@ -80,6 +88,7 @@ impl OrderStore {
         placed: OrderEvent,
         ctx: &MessageContext,
         key: Option<&KeyClaim>,
+        audit: Option<&AuditEntry>,
     ) -> Result<Placement, StoreError> {
         let at = now();
         let order = Order::placed(&placed, at).ok_or_else(|| codec("place() takes a Placed event"))?;
@@ -90,19 +99,28 @@ impl OrderStore {
         });
         let fresh_after = at - self.key_retention;
         match &self.storage {
-            Storage::Memory(memory) => memory.write(|state| {
-                if let Some((claim, _)) = &remembered
-                    && let Some(earlier) = state.fresh_key(claim, fresh_after)
+            Storage::Memory(memory) => {
+                let placement = memory.write(|state| {
+                    if let Some((claim, _)) = &remembered
+                        && let Some(earlier) = state.fresh_key(claim, fresh_after)
+                    {
+                        return Ok::<_, StoreError>((Placement::Remembered(earlier), Vec::new()));
+                    }
+                    state.log.append(order.details.order_id, 0, std::slice::from_ref(&placed), at)?;
+                    state.orders.insert(order.details.order_id, order.clone());
+                    if let Some((claim, record)) = remembered {
+                        state.keys.insert(key_id(claim), record);
+                    }
+                    Ok((Placement::Placed(order), outgoing))
+                })?;
+                // Memory has no transaction to share: the entry follows the write at once.
+                if let (Placement::Placed(_), Some(entry)) = (&placement, audit)
+                    && let Err(e) = self.audit.record(entry).await
                 {
-                    return Ok((Placement::Remembered(earlier), Vec::new()));
+                    tracing::error!(error = %e, "could not write the audit entry of a placed order");
                 }
-                state.log.append(order.details.order_id, 0, std::slice::from_ref(&placed), at)?;
-                state.orders.insert(order.details.order_id, order.clone());
-                if let Some((claim, record)) = remembered {
-                    state.keys.insert(key_id(claim), record);
-                }
-                Ok((Placement::Placed(order), outgoing))
-            }),
+                Ok(placement)
+            }
             Storage::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
                 // The key first: a concurrent request with the same key waits here for this
@@ -119,6 +137,9 @@ impl OrderStore {
                 EVENTS.append(&mut tx, order.details.order_id, 0, std::slice::from_ref(&placed), at).await?;
                 project(&mut tx, &order).await?;
                 pg::enqueue_all(&mut tx, &outgoing).await?;
+                if let Some(entry) = audit {
+                    persistence::audit::record(&mut tx, entry).await?;
+                }
                 tx.commit().await?;
                 Ok(Placement::Placed(order))
             }

@@ -167,8 +167,9 @@ fn pet_status(request: Envelope) -> Result<Envelope, HandlerError> {
 }
 
 async fn post_to(router: &Router, customer: &str, key: Option<&[u8]>, body: &str) -> Reply {
-    let mut request =
-        Request::post("/orders").header("content-type", "application/json").header("authorization", kit::testing::bearer(customer, &["customer"]));
+    let mut request = Request::post("/orders")
+        .header("content-type", "application/json")
+        .header("authorization", kit::testing::bearer(customer, &["customer"]));
     if let Some(key) = key {
         request = request.header(IDEMPOTENCY_KEY_HEADER, key);
     }

@@ -32,7 +32,7 @@ fn placed(customer: &str) -> OrderEvent {
 }
 
 async fn place(store: &OrderStore, customer: &str) -> Order {
-    match store.place(placed(customer), &MessageContext::correlated("test"), None).await.expect("place") {
+    match store.place(placed(customer), &MessageContext::correlated("test"), None, None).await.expect("place") {
         Placement::Placed(order) => order,
         other => panic!("an order without a key is always placed, got {other:?}"),
     }

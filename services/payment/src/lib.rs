@@ -51,7 +51,10 @@ pub async fn start_with_provider(
     Ok(Service {
         name: SERVICE,
         router: router(),
+        // No routes of its own to describe.
+        openapi: Default::default(),
         readiness: vec![storage.readiness(), Arc::new(ctx.backends.clone()), Arc::new(breaker)],
+        audit: storage.audit_log(),
     })
 }
 

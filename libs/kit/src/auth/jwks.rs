@@ -95,14 +95,10 @@ pub enum FetchError {
 impl Jwks {
     /// A cache with no keys yet; [`Jwks::spawn_refresh`] or the first token fills it.
     pub fn new(config: JwksConfig) -> Self {
-        let http = reqwest::Client::builder().timeout(config.timeout).build().unwrap_or_else(|_| reqwest::Client::new());
+        let http =
+            reqwest::Client::builder().timeout(config.timeout).build().unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            inner: Arc::new(Inner {
-                config,
-                http,
-                keys: RwLock::new(None),
-                fetching: tokio::sync::Mutex::new(None),
-            }),
+            inner: Arc::new(Inner { config, http, keys: RwLock::new(None), fetching: tokio::sync::Mutex::new(None) }),
         }
     }
 
@@ -188,7 +184,8 @@ impl Jwks {
 
     async fn download(&self) -> Result<KeySet, FetchError> {
         let expected = &self.inner.config.issuer_url;
-        let discovery: Discovery = self.get_json("discovery document", &format!("{expected}/.well-known/openid-configuration")).await?;
+        let discovery: Discovery =
+            self.get_json("discovery document", &format!("{expected}/.well-known/openid-configuration")).await?;
         if discovery.issuer.trim_end_matches('/') != expected {
             return Err(FetchError::IssuerMismatch { expected: expected.clone(), found: discovery.issuer });
         }
@@ -202,7 +199,17 @@ impl Jwks {
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, what: &'static str, url: &str) -> Result<T, FetchError> {
         let http = |source| FetchError::Http { what, source };
-        self.inner.http.get(url).send().await.map_err(http)?.error_for_status().map_err(http)?.json().await.map_err(http)
+        self.inner
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(http)?
+            .error_for_status()
+            .map_err(http)?
+            .json()
+            .await
+            .map_err(http)
     }
 }
 

@@ -85,7 +85,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         // Absent only on a public route whose handler asks for a caller anyway: treat it as
         // any request without a token.
-        parts.extensions.get::<Principal>().cloned().ok_or_else(|| crate::http::unauthenticated(&super::AuthError::Missing))
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| crate::http::unauthenticated(&super::AuthError::Missing))
     }
 }
 

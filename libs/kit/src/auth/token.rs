@@ -55,6 +55,7 @@ pub fn mint(settings: &AuthSettings, request: &TokenRequest) -> Result<String, S
         nbf: now,
         exp: now.saturating_add(request.ttl.as_secs()),
     };
-    let key = EncodingKey::from_secret(settings.hs256_secret.as_bytes()).map_err(|e| format!("auth.hs256_secret: {e}"))?;
+    let key =
+        EncodingKey::from_secret(settings.hs256_secret.as_bytes()).map_err(|e| format!("auth.hs256_secret: {e}"))?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).map_err(|e| format!("signing the token: {e}"))
 }

@@ -2,9 +2,53 @@ use axum::{
     http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::current_correlation_id;
+
+/// The body of every error response: RFC 9457 problem details, `application/problem+json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (one of [`ProblemType`]'s, or a service's own).
+    #[serde(rename = "type")]
+    #[schema(example = "https://petstore.example.com/problems/not-found")]
+    pub problem_type: String,
+    /// A short summary of the kind of problem.
+    #[schema(example = "Not found")]
+    pub title: String,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599, example = 404)]
+    pub status: u16,
+    /// What went wrong with this request, for a person to read.
+    pub detail: String,
+    /// The request's correlation id (`X-Correlation-Id`), to find its logs and messages.
+    pub correlation_id: Option<String>,
+}
+
+impl Problem {
+    /// A problem of this request (its correlation id filled in).
+    pub fn new(problem_type: String, title: &str, status: StatusCode, detail: String) -> Self {
+        Self {
+            problem_type,
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            correlation_id: current_correlation_id(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    /// `status` with this body as `application/problem+json`.
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_string(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::docs::PROBLEM_JSON));
+        response
+    }
+}
 
 /// The stable problem types of the API: the `type` member of every error body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,20 +203,17 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let correlation_id = current_correlation_id();
+        let problem = Problem::new(self.problem.uri(), self.problem.title(), self.status, self.detail);
         if let Some(cause) = &self.cause {
-            tracing::error!(status = self.status.as_u16(), correlation_id, cause, "request failed");
+            tracing::error!(
+                status = self.status.as_u16(),
+                correlation_id = problem.correlation_id,
+                cause,
+                "request failed"
+            );
         }
-        let body = json!({
-            "type": self.problem.uri(),
-            "title": self.problem.title(),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "correlation_id": correlation_id,
-        });
-        let mut response = (self.status, body.to_string()).into_response();
+        let mut response = problem.into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

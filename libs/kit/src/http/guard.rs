@@ -57,7 +57,13 @@ impl Gate {
             auth: Authenticator::from_settings(&settings.auth, shutdown)?,
             limits: RateLimits::new(&settings.rate_limits, shutdown),
             body: BodyLimits::new(&settings.http),
-            cors_origins: settings.http.cors.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect(),
+            cors_origins: settings
+                .http
+                .cors
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect(),
         })
     }
 }

@@ -28,7 +28,7 @@ where
             }
             Err(rejection) => Err(match rejection {
                 // Strict bodies: a field the API does not know is a malformed request, named.
-                JsonRejection::JsonDataError(e) if source_text(&e).starts_with("unknown field") => {
+                JsonRejection::JsonDataError(e) if source_text(&e).contains("unknown field `") => {
                     ApiError::bad_request(format!("invalid body: {}", source_text(&e)))
                 }
                 JsonRejection::JsonDataError(e) => ApiError::validation(format!("invalid body: {}", source_text(&e))),

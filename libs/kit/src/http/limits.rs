@@ -144,7 +144,9 @@ impl RateLimits {
             .unwrap_or(if authenticated { &inner.authenticated } else { &inner.anonymous });
         let limit = HeaderValue::from(policy.burst.get());
         match policy.limiter.check_key(key) {
-            Ok(state) => Ok([(LIMIT_HEADER, limit), (REMAINING_HEADER, HeaderValue::from(state.remaining_burst_capacity()))]),
+            Ok(state) => {
+                Ok([(LIMIT_HEADER, limit), (REMAINING_HEADER, HeaderValue::from(state.remaining_burst_capacity()))])
+            }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let route = route.unwrap_or("unmatched").to_owned();

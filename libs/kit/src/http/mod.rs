@@ -1,8 +1,10 @@
 //! HTTP conventions shared by every service: problem+json errors, correlation ids, the gate
-//! (authentication, rate limits, body limits), security headers and ops routes.
+//! (authentication, rate limits, body limits), security headers, ops routes and the API
+//! description.
 
 mod body;
 mod correlation;
+pub mod docs;
 mod error;
 mod guard;
 mod json;
@@ -11,7 +13,7 @@ mod observe;
 
 pub use body::{BodyLimits, too_large};
 pub use correlation::{CORRELATION_HEADER, CorrelationId, current_correlation_id};
-pub use error::{ApiError, ProblemType};
+pub use error::{ApiError, Problem, ProblemType};
 pub use guard::{Gate, PUBLIC_ROUTES, is_public, unauthenticated};
 pub use json::Json;
 pub use limits::{LIMIT_HEADER, REMAINING_HEADER, RateLimits};

@@ -1,4 +1,4 @@
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -10,9 +10,10 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use opentelemetry::trace::TraceContextExt;
-use serde_json::json;
+use serde::Serialize;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use utoipa::ToSchema;
 
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -45,8 +46,17 @@ pub fn layers(router: Router, gate: &Gate) -> Router {
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(gate.cors_origins.clone()))
                 .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key"), HeaderName::from_static(super::CORRELATION_HEADER)])
-                .expose_headers([HeaderName::from_static(super::CORRELATION_HEADER), header::RETRY_AFTER, header::LOCATION])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("idempotency-key"),
+                    HeaderName::from_static(super::CORRELATION_HEADER),
+                ])
+                .expose_headers([
+                    HeaderName::from_static(super::CORRELATION_HEADER),
+                    header::RETRY_AFTER,
+                    header::LOCATION,
+                ])
                 .max_age(std::time::Duration::from_secs(600)),
         ),
     };
@@ -112,7 +122,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 }
 
 #[derive(Clone)]
-struct Ops {
+pub(super) struct Ops {
     checks: Arc<Vec<Arc<dyn Readiness>>>,
     metrics: Option<PrometheusHandle>,
 }
@@ -121,31 +131,110 @@ struct Ops {
 /// failing ones otherwise) and `/metrics` (Prometheus text format).
 pub fn ops_router(checks: Vec<Arc<dyn Readiness>>, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
-        .route("/health", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(Ops { checks: Arc::new(checks), metrics })
 }
 
-async fn ready(State(ops): State<Ops>) -> Response {
-    let mut checks = serde_json::Map::new();
+/// The body of `GET /health`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    /// Always `ok`: the process answers.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "The process answers.", body = Health)))]
+pub(super) async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// The body of `GET /ready`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReadyReport {
+    /// `ready`, or `not_ready` when a required dependency is down.
+    status: ReadyStatus,
+    /// Each dependency by name.
+    checks: BTreeMap<String, CheckReport>,
+}
+
+/// Whether the process takes traffic.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ReadyStatus {
+    /// Every required dependency answers.
+    Ready,
+    /// A required dependency does not.
+    NotReady,
+}
+
+/// One dependency's state.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CheckReport {
+    /// `up`; `down` (required, failing) or `degraded` (optional, failing).
+    status: CheckStatus,
+    /// Why it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// A dependency's state.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum CheckStatus {
+    /// It answers.
+    Up,
+    /// A required dependency fails: the process is not ready.
+    Down,
+    /// An optional dependency fails: the process serves on without it.
+    Degraded,
+}
+
+/// Every dependency answers (503 naming the failing ones otherwise).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Every required dependency answers.", body = ReadyReport),
+        (status = 503, description = "A required dependency does not answer.", body = ReadyReport),
+    )
+)]
+pub(super) async fn ready(State(ops): State<Ops>) -> Response {
+    let mut checks = BTreeMap::new();
     let mut all_ok = true;
     for check in ops.checks.iter() {
         let result = check.check().await;
         let required = check.required();
         all_ok &= result.is_ok() || !required;
-        let failed = if required { "down" } else { "degraded" };
-        checks.insert(
-            check.name().to_owned(),
-            result.map_or_else(|e| json!({"status": failed, "error": e}), |()| json!({"status": "up"})),
-        );
+        let failed = if required { CheckStatus::Down } else { CheckStatus::Degraded };
+        let report = match result {
+            Ok(()) => CheckReport { status: CheckStatus::Up, error: None },
+            Err(e) => CheckReport { status: failed, error: Some(e) },
+        };
+        checks.insert(check.name().to_owned(), report);
     }
-    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks })))
-        .into_response()
+    let (status, ready) = if all_ok {
+        (StatusCode::OK, ReadyStatus::Ready)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, ReadyStatus::NotReady)
+    };
+    (status, axum::Json(ReadyReport { status: ready, checks })).into_response()
 }
 
-async fn render_metrics(State(ops): State<Ops>) -> Response {
+/// Prometheus metrics of this process.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4.", body = String, content_type = "text/plain"),
+        (status = 404, response = super::docs::NotFound),
+    )
+)]
+pub(super) async fn render_metrics(State(ops): State<Ops>) -> Response {
     match ops.metrics {
         Some(handle) => {
             ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()

@@ -1,5 +1,9 @@
 //! Helpers for the services' tests (feature `testing`): a fresh PostgreSQL database per
-//! test and a [`ServiceContext`] built from YAML overrides.
+//! test, a [`ServiceContext`] built from YAML overrides, tokens, and a test OIDC issuer.
+
+pub mod issuer;
+
+pub use issuer::{HostileCase, Issuer, hostile_cases};
 
 use messaging::Backends;
 use sqlx::Connection;

@@ -1,5 +1,5 @@
-//! A started inventory service to drive in tests: its router (driven with `oneshot`), its
-//! readiness checks, and a bus client playing the saga orchestrator.
+//! A started inventory service to drive in tests: its router (driven with `oneshot`, bare or
+//! behind the real gate), its readiness checks, and a bus client playing the saga orchestrator.
 //!
 //! `Harness::memory()` runs everything in memory; `Harness::postgres_redis()` runs on a fresh
 //! PostgreSQL database (server from `DATABASE_URL`, default
@@ -17,7 +17,7 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    http::{Request, StatusCode},
+    http::{Method, Request, StatusCode, header},
 };
 use contracts::{
     Message, SagaRef, channels,
@@ -32,6 +32,31 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+/// Defines each `test(h: &Harness)` named as a test twice: `memory::<test>` on
+/// [`Harness::memory`] and `postgres_redis::<test>` on [`Harness::postgres_redis`]. (Use with
+/// `#[macro_use] mod common;`.)
+#[allow(unused_macros)] // not every test binary runs on both backends with default settings
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&super::Harness::memory().await).await;
+                }
+            )*
+        }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&super::Harness::postgres_redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
 /// How long an asynchronous outcome may take to show.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -41,6 +66,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub content_type: String,
     pub x_cache: Option<String>,
+    pub location: Option<String>,
     pub body: serde_json::Value,
 }
 
@@ -76,6 +102,8 @@ pub struct Cleanup {
 /// A running inventory service.
 pub struct Harness {
     pub router: Router,
+    /// The router behind the cross-cutting layers (authentication, limits), as served.
+    pub api: Router,
     pub readiness: Vec<Arc<dyn Readiness>>,
     pub ctx: ServiceContext,
     /// The orchestrator's side of the bus.
@@ -170,6 +198,7 @@ impl Harness {
         .await
         .expect("observe inventory events");
         Self {
+            api: kit::http::layers(service.router.clone(), &ctx.gate),
             router: service.router,
             readiness: service.readiness,
             ctx,
@@ -189,6 +218,22 @@ impl Harness {
                 .expect("infallible"),
         )
         .await
+    }
+
+    /// `method uri` with a JSON `body` (sent as is, so it may be malformed) through the real
+    /// gate, with `authorization` as the `Authorization` header when given.
+    pub async fn call(&self, method: Method, uri: &str, authorization: Option<&str>, body: &str) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, "application/json");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let request = request.body(Body::from(body.to_owned())).expect("request");
+        read(self.api.clone().oneshot(request).await.expect("infallible")).await
+    }
+
+    /// `method uri` with `body` as an administrator (`ops`, role `admin`).
+    pub async fn as_admin(&self, method: Method, uri: &str, body: &serde_json::Value) -> Reply {
+        self.call(method, uri, Some(&kit::testing::bearer("ops", &["admin"])), &body.to_string()).await
     }
 
     /// `GET /ready` through the ops router built from the service's readiness checks.
@@ -237,6 +282,25 @@ impl Harness {
         self.next_event(&what, |env| env.is::<M>() && about_saga(env, saga_id)).await.decode().expect("decode")
     }
 
+    /// The next inventory event of type `M` about the pet `pet_id`, within [`PATIENCE`].
+    pub async fn pet_event<M: Message>(&self, pet_id: &str) -> M {
+        let what = format!("{} about pet {pet_id}", M::TYPE);
+        self.next_event(&what, |env| env.is::<M>() && about_pet(env, pet_id)).await.decode().expect("decode")
+    }
+
+    /// The types of the inventory events about the pet `pet_id`, in the order they came, up to
+    /// and including the first of type `M`.
+    pub async fn pet_events_until<M: Message>(&self, pet_id: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        loop {
+            let env = self.next_event(&format!("an event about pet {pet_id}"), |env| about_pet(env, pet_id)).await;
+            types.push(env.event_type.clone());
+            if env.is::<M>() {
+                return types;
+            }
+        }
+    }
+
     /// The next inventory event for `saga_id` that `wanted`, within [`PATIENCE`].
     pub async fn event_for(&self, saga_id: Uuid, wanted: impl Fn(&Envelope) -> bool) -> Envelope {
         self.next_event(&format!("the event awaited for saga {saga_id}"), |env| about_saga(env, saga_id) && wanted(env))
@@ -271,6 +335,11 @@ fn about_saga(env: &Envelope, saga_id: Uuid) -> bool {
     serde_json::from_slice::<serde_json::Value>(&env.data).is_ok_and(|d| d["saga_id"] == saga_id.to_string())
 }
 
+/// Whether the event's payload names the pet `pet_id`.
+fn about_pet(env: &Envelope, pet_id: &str) -> bool {
+    serde_json::from_slice::<serde_json::Value>(&env.data).is_ok_and(|d| d["pet_id"] == pet_id)
+}
+
 /// Polls `probe` until it yields a value, failing the test after [`PATIENCE`].
 pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
@@ -288,6 +357,7 @@ async fn read(response: axum::response::Response) -> Reply {
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let content_type = header("content-type").unwrap_or_default();
     let x_cache = header("x-cache");
+    let location = header("location");
     let bytes = response.into_body().collect().await.expect("read the body").to_bytes();
     let body = if bytes.is_empty() {
         serde_json::Value::Null
@@ -295,7 +365,7 @@ async fn read(response: axum::response::Response) -> Reply {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     };
-    Reply { status, content_type, x_cache, body }
+    Reply { status, content_type, x_cache, location, body }
 }
 
 impl Drop for Harness {

@@ -6,21 +6,22 @@ use axum::{
     extract::{Path, Query, State},
     http::{StatusCode, Uri},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use kit::{
     auth::Role,
-    http::{ApiError, Json},
+    http::{ApiError, Json, docs},
 };
 use persistence::StoreError;
 use serde::Serialize;
 use tracing::info;
+use utoipa::{ToSchema, openapi::OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     refresh_after_change,
-    store::{DeadLetterStore, Filter, ReplayError, ReplayOutcome, StoredLetter},
+    store::{DeadLetterStore, Filter, Replay, ReplayError, ReplayOutcome, StoredLetter},
 };
 
 /// Page size when `limit` is not given.
@@ -28,18 +29,22 @@ const DEFAULT_LIMIT: usize = 20;
 /// Largest page a client may ask for.
 const MAX_LIMIT: usize = 100;
 
-/// The dead-letter routes.
-pub fn router(store: DeadLetterStore) -> Router {
-    let routes = Router::new()
-        .route("/admin/dlq", get(list))
-        .route("/admin/dlq/{id}", get(get_one))
-        .route("/admin/dlq/{id}/replay", post(replay));
-    kit::auth::only(Role::Admin, routes).with_state(store)
+/// The dead-letter routes (the `admin` role only) and their OpenAPI description.
+pub fn api(store: DeadLetterStore) -> (Router, OpenApi) {
+    let (routes, openapi) = OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
+        .routes(routes!(replay))
+        .with_state(store)
+        .split_for_parts();
+    (kit::auth::only(Role::Admin, routes), openapi)
 }
 
 /// A page of `GET /admin/dlq`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeadLetterPage)]
 struct Page {
+    /// Dead letters, newest first.
     items: Vec<StoredLetter>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
@@ -105,6 +110,29 @@ fn letter_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(id).map_err(|_| ApiError::not_found(format!("no dead letter {id}")))
 }
 
+/// Dead letters of every channel, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/admin/dlq",
+    operation_id = "list_dead_letters",
+    params(
+        ("channel" = Option<String>, Query, description = "Only letters of this contract channel, e.g. `payment-commands`."),
+        ("replayed" = Option<bool>, Query, description = "Only letters replayed (`true`) or still waiting (`false`)."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of dead letters.", body = Page,
+         links(
+             ("GetDeadLetter" = (operation_id = "get_dead_letter", parameters(("id" = "$response.body#/items/0/id")))),
+             ("ReplayDeadLetter" = (operation_id = "replay_dead_letter", parameters(("id" = "$response.body#/items/0/id")))),
+         )),
+        (status = 400, response = docs::BadRequest),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Unprocessable),
+        (status = 503, response = docs::Unavailable),
+    )
+)]
 async fn list(State(store): State<DeadLetterStore>, uri: Uri) -> Result<Json<Page>, ApiError> {
     let mut filter = Filter::default();
     let mut limit = DEFAULT_LIMIT;
@@ -129,6 +157,19 @@ async fn list(State(store): State<DeadLetterStore>, uri: Uri) -> Result<Json<Pag
     Ok(Json(Page { items, next_cursor }))
 }
 
+/// One dead letter, with the original message.
+#[utoipa::path(
+    get,
+    path = "/admin/dlq/{id}",
+    operation_id = "get_dead_letter",
+    params(("id" = Uuid, Path, description = "The dead-lettered message's id.")),
+    responses(
+        (status = 200, description = "The dead letter.", body = StoredLetter),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    )
+)]
 async fn get_one(State(store): State<DeadLetterStore>, Path(id): Path<String>) -> Result<Json<StoredLetter>, ApiError> {
     let uuid = letter_id(&id)?;
     store
@@ -139,8 +180,28 @@ async fn get_one(State(store): State<DeadLetterStore>, Path(id): Path<String>) -
         .ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))
 }
 
+/// Sends a dead letter's message back to its channel.
+///
 /// 202 when the message is on its way back to its channel; 200 with the earlier replay when
 /// it had been replayed since it was dead-lettered (`?force=true` replays it again).
+#[utoipa::path(
+    post,
+    path = "/admin/dlq/{id}/replay",
+    operation_id = "replay_dead_letter",
+    params(
+        ("id" = Uuid, Path, description = "The dead-lettered message's id."),
+        ("force" = Option<bool>, Query, description = "Replay even if it was replayed since it was dead-lettered."),
+    ),
+    responses(
+        (status = 202, description = "The message is on its way back to its channel.", body = Replay),
+        (status = 200, description = "It had been replayed already; nothing was sent again.", body = Replay),
+        (status = 400, response = docs::BadRequest),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 503, response = docs::Unavailable),
+    )
+)]
 async fn replay(State(store): State<DeadLetterStore>, Path(id): Path<String>, uri: Uri) -> Result<Response, ApiError> {
     let uuid = letter_id(&id)?;
     let mut force = false;

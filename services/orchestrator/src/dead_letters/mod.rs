@@ -20,6 +20,7 @@ use persistence::StoreError;
 use saga::{Command, Saga, StepStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use utoipa::openapi::OpenApi;
 
 use crate::SERVICE;
 pub use store::DeadLetterStore;
@@ -29,8 +30,8 @@ pub use store::DeadLetterStore;
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 /// Collects the dead letters of every contract channel into the service's storage, keeps
-/// the gauges, and returns the `/admin/dlq` routes.
-pub async fn start(ctx: &ServiceContext, store: &DeadLetterStore, bus: &Bus) -> Result<Router, StartError> {
+/// the gauges, and returns the `/admin/dlq` routes with their OpenAPI description.
+pub async fn start(ctx: &ServiceContext, store: &DeadLetterStore, bus: &Bus) -> Result<(Router, OpenApi), StartError> {
     let store = store.clone();
     // Exported from the start, so that dashboards and alerts see 0 rather than nothing.
     for channel in channels::ALL {
@@ -42,7 +43,7 @@ pub async fn start(ctx: &ServiceContext, store: &DeadLetterStore, bus: &Bus) -> 
             .map_err(StartError::at(SERVICE, "subscribing to dead letters"))?;
     }
     ctx.tasks.spawn(refresh_periodically(store.clone(), ctx.shutdown.clone()));
-    Ok(api::router(store))
+    Ok(api::api(store))
 }
 
 /// Dead-letters a saga that ended `failed`: the compensation that could not be done is stored

@@ -16,6 +16,7 @@ use persistence::{
 };
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The inbox consumer that records dead letters (apart from the saga handler's entries).
@@ -25,7 +26,7 @@ const COLUMNS: &str = "id, channel, consumer_group, error, attempts, dead_letter
                        message_type, message";
 
 /// A dead letter as stored and as `GET /admin/dlq` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredLetter {
     /// The dead-lettered message's id.
     pub id: Uuid,
@@ -46,6 +47,7 @@ pub struct StoredLetter {
     /// The message's CloudEvents `type`.
     pub message_type: String,
     /// The original message, CloudEvents JSON.
+    #[schema(value_type = Object)]
     pub message: serde_json::Value,
 }
 
@@ -135,7 +137,7 @@ impl Filter {
 }
 
 /// A replay as `POST /admin/dlq/{id}/replay` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Replay {
     /// The letter.
     pub id: Uuid,
