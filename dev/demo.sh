@@ -26,7 +26,10 @@ bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 say() { printf '  %s\n' "$*"; }
 
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+DEMO_DIR=$WORK
+TOKENS="$DEMO_DIR/tokens"   # fixed: the race's racers get a WORK of their own
+mkdir -p "$TOKENS"
+trap 'rm -rf "$DEMO_DIR"' EXIT
 
 petstore_cli() {
   if [ -n "${PETSTORE_BIN:-}" ]; then "$PETSTORE_BIN" "$@"
@@ -36,7 +39,7 @@ petstore_cli() {
 }
 
 token() { # subject [role] → a bearer token (cached for the run)
-  local subject=$1 role=${2:-customer} file="$WORK/token-$1-${2:-customer}"
+  local subject=$1 role=${2:-customer} file="$TOKENS/$1-${2:-customer}"
   [ -s "$file" ] || petstore_cli token --sub "$subject" --role "$role" >"$file"
   cat "$file"
 }
@@ -134,18 +137,25 @@ declined() {
 }
 
 race() {
-  local pet a b
+  local pet racer
   pet=$(first_available_pet)
   bold "Race: carol and dave order $pet at the same moment"
+  token carol >/dev/null; token dave >/dev/null   # signed first, so both requests leave together
   # Each racer gets its own scratch directory so the two requests do not share files.
-  (WORK=$(mktemp -d); place carol "$pet" credit_card >"$WORK/../demo-race-a.$$"; rm -rf "$WORK") &
-  (WORK=$(mktemp -d); place dave "$pet" credit_card >"$WORK/../demo-race-b.$$"; rm -rf "$WORK") &
+  for racer in carol dave; do
+    (WORK="$DEMO_DIR/race-$racer"; mkdir -p "$WORK"
+     api POST /orders "$racer" "$(order_body "$pet" credit_card)" >"$WORK/answer"; status >"$WORK/code") &
+  done
   wait
-  local tmp; tmp=$(dirname "$(mktemp -u)")
-  a=$(jq -r .order_id "$tmp/demo-race-a.$$"); b=$(jq -r .order_id "$tmp/demo-race-b.$$")
-  rm -f "$tmp/demo-race-a.$$" "$tmp/demo-race-b.$$"
-  say "carol: $(wait_for_saga "$a" carol | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
-  say "dave:  $(wait_for_saga "$b" dave | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
+  for racer in carol dave; do
+    local code answer
+    code=$(cat "$DEMO_DIR/race-$racer/code"); answer=$(cat "$DEMO_DIR/race-$racer/answer")
+    if [ "$code" = 202 ]; then
+      say "$racer: 202, saga $(wait_for_saga "$(jq -r .order_id <<<"$answer")" "$racer" | jq -r '.status + (if .reason then " — " + .reason else "" end)')"
+    else
+      say "$racer: $code $(jq -r .detail <<<"$answer")   (lost at the door: the pet was gone before its saga began)"
+    fi
+  done
   say "pet status: $(api GET "/pets/$pet" | jq -r .status)"
 }
 
@@ -198,6 +208,8 @@ security() {
     | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target // "-")  → \(.status)"'
   api GET "/admin/audit?service=orchestrator&actor=grace&limit=3" admin:ops \
     | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target // "-")  → \(.status)"'
+  api GET "/admin/audit?service=order&actor=heidi&limit=2" admin:ops \
+    | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target // "-")  → \(.status)   (refused orders are audited too; 429s never reach the service)"'
 }
 
 case "${1:-}" in
