@@ -291,9 +291,13 @@ async fn bodies_are_bounded_and_strict() {
 
     let ok = post(r#"{"text":"hi"}"#.into()).await;
     assert_eq!((ok.status, ok.body.as_str()), (200, Some("hi")));
-    let oversized = post(json!({ "text": "x".repeat(4096) }).to_string()).await;
-    assert_eq!(oversized.status, 413, "{}", oversized.body);
-    assert_eq!(oversized.body["status"], 413);
+    // Small and large: the client sees the 413 even when its body is far larger than the
+    // socket buffers (the refused body is read and dropped, not cut off mid-write).
+    for size in [4096, 512 * 1024] {
+        let oversized = post(json!({ "text": "x".repeat(size) }).to_string()).await;
+        assert_eq!(oversized.status, 413, "{size} bytes: {}", oversized.body);
+        assert_eq!(oversized.body["status"], 413);
+    }
     let malformed = post("{\"text\":".into()).await;
     assert_eq!(malformed.status, 400, "{}", malformed.body);
     let unknown = post(r#"{"text":"hi","admin":true}"#.into()).await;
@@ -331,4 +335,32 @@ async fn responses_carry_security_headers() {
         assert_eq!(reply.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
     }
     assert!(reply.headers.get("cache-control").is_none(), "an anonymous catalog read may be cached");
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_from_configured_origins_only() {
+    let ctx = kit::testing::context("http: { cors: { allowed_origins: ['https://shop.example.com'] } }").await;
+    let url = serve(&ctx).await;
+    let preflight = |origin: &'static str| {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("{url}/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://shop.example.com").await.expect("preflight");
+    let allow_origin = allowed.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok());
+    assert_eq!(allow_origin, Some("https://shop.example.com"));
+    let allow_headers = allowed.headers().get("access-control-allow-headers").and_then(|v| v.to_str().ok());
+    assert!(allow_headers.is_some_and(|h| h.contains("authorization")), "{allow_headers:?}");
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "no CORS for an origin not listed");
+
+    // Without configured origins, no CORS headers at all.
+    let closed = kit::testing::context("").await;
+    let url = serve(&closed).await;
+    let response =
+        reqwest::Client::new().get(format!("{url}/pets")).header("origin", "https://shop.example.com").send();
+    assert!(response.await.expect("GET").headers().get("access-control-allow-origin").is_none());
 }

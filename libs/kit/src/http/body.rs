@@ -11,8 +11,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use http_body_util::BodyExt as _;
+
 use super::{ApiError, ProblemType};
 use crate::config::HttpSettings;
+
+/// The largest refused body still read (and dropped) so that its client sees the 413.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
 
 /// The body limit of every route.
 #[derive(Debug, Clone)]
@@ -48,7 +53,13 @@ pub(super) async fn limit_body(State(limits): State<BodyLimits>, request: Reques
     let limit = limits.of(request.method().as_str(), route.as_deref());
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(length) = declared.filter(|n| *n > limit as u64) {
+        // Read and drop a moderately large body before answering, as a proxy would: a client
+        // still writing it when the connection closed would see a reset instead of the 413.
+        // A body past the drain limit is not worth reading; that connection just closes.
+        if length <= DRAIN_LIMIT {
+            let _ = http_body_util::Limited::new(request.into_body(), DRAIN_LIMIT as usize).collect().await;
+        }
         return too_large(limit).into_response();
     }
     let (parts, body) = request.into_parts();
