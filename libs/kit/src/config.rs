@@ -52,6 +52,19 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Request quotas per route.
     pub rate_limits: RateLimitSettings,
+    /// Feature flags.
+    pub flags: FlagSettings,
+}
+
+/// `flags`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagSettings {
+    /// The flagd definition file, watched and reloaded when it changes; it must exist. Unset:
+    /// `config/flags.json` when the process runs where that file is (the repository), else
+    /// the definitions built into the binary, without reload.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// The HS256 secret of the development configuration: accepted by the all-in-one and the

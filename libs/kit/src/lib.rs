@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod flags;
 pub mod http;
 pub mod resilience;
 pub mod service;

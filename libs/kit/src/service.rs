@@ -50,6 +50,8 @@ pub struct ServiceContext {
     pub tasks: TaskTracker,
     /// Authentication, rate and body limits of every route this process serves.
     pub gate: http::Gate,
+    /// The feature flags in force (reloaded when their file changes).
+    pub flags: crate::flags::Flags,
 }
 
 impl ServiceContext {
@@ -70,7 +72,9 @@ impl ServiceContext {
         shutdown: CancellationToken,
     ) -> Result<Self, crate::ConfigError> {
         let gate = http::Gate::new(&settings, &shutdown)?;
-        Ok(Self { settings: Arc::new(settings), backends, shutdown, tasks: TaskTracker::new(), gate })
+        let flags = crate::flags::Flags::load(&settings.flags)?;
+        flags.watch(&shutdown)?;
+        Ok(Self { settings: Arc::new(settings), backends, shutdown, tasks: TaskTracker::new(), gate, flags })
     }
 
     /// Closes `bus` when shutdown fires: its consumers finish the message in hand and leave

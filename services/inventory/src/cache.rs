@@ -97,6 +97,20 @@ pub enum Lookup {
     Miss(Slot),
     /// The cache failed (already logged and counted): read storage, cache nothing.
     Unavailable,
+    /// The `redis_caching` flag is off for this caller: read storage, cache nothing.
+    Bypassed,
+}
+
+impl Lookup {
+    /// The `X-Cache` value of the answer: `HIT`, `MISS`, or `BYPASS` when the flag kept the
+    /// cache out.
+    pub fn header(&self) -> &'static str {
+        match self {
+            Self::Hit(_) => "HIT",
+            Self::Miss(_) | Self::Unavailable => "MISS",
+            Self::Bypassed => "BYPASS",
+        }
+    }
 }
 
 /// The memory backend: entries with their expiry, and the generation.

@@ -9,6 +9,7 @@ use axum::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use contracts::inventory::Availability;
 use kit::http::{ApiError, docs};
+use kit::{auth::Principal, flags::Flags};
 use persistence::StoreError;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -43,6 +44,21 @@ pub struct AppState {
     pub cache: CatalogCache,
     /// The CloudEvents source of the events the catalog's changes publish.
     pub source: String,
+    /// Feature flags (`redis_caching`).
+    pub flags: Flags,
+}
+
+impl AppState {
+    /// `lookup`, unless the `redis_caching` flag is off for `caller`: then the cache is not
+    /// asked at all. (Invalidations still run either way, so turning it back on serves
+    /// nothing stale.)
+    async fn lookup(&self, caller: Option<&Principal>, lookup: impl Future<Output = Lookup>) -> Lookup {
+        if self.flags.enabled("redis_caching", &kit::flags::context_of(caller)) {
+            lookup.await
+        } else {
+            Lookup::Bypassed
+        }
+    }
 }
 
 /// The catalog routes, described.
@@ -238,14 +254,18 @@ pub(crate) fn storage_error(e: StoreError) -> ApiError {
     ),
     responses(
         (status = 200, description = "A page of pets.", body = PageView,
-         headers(("X-Cache" = String, description = "`HIT` when the page came from the catalog cache, else `MISS`."))),
+         headers(("X-Cache" = String, description = "`HIT` when the page came from the catalog cache, `MISS` when not, `BYPASS` when the `redis_caching` flag is off for the caller."))),
         (status = 400, response = docs::BadRequest),
         (status = 422, response = docs::Unprocessable),
         (status = 503, response = docs::Unavailable),
     )
 )]
-async fn list_pets(State(state): State<AppState>, query: ListQuery) -> Result<Response, ApiError> {
-    let lookup = state.cache.listing(&query.cache_key()).await;
+async fn list_pets(
+    State(state): State<AppState>,
+    caller: Option<Principal>,
+    query: ListQuery,
+) -> Result<Response, ApiError> {
+    let lookup = state.lookup(caller.as_ref(), state.cache.listing(&query.cache_key())).await;
     if let Lookup::Hit(json) = lookup {
         return Ok(json_response(json, "HIT"));
     }
@@ -259,10 +279,11 @@ async fn list_pets(State(state): State<AppState>, query: ListQuery) -> Result<Re
     };
     let page = PageView { items: pets.iter().map(PetView::from).collect(), next_cursor };
     let body = serde_json::to_string(&page).map_err(ApiError::internal)?;
+    let header = lookup.header();
     if let Lookup::Miss(slot) = lookup {
         state.cache.fill(slot, &body).await;
     }
-    Ok(json_response(body, "MISS"))
+    Ok(json_response(body, header))
 }
 
 /// One pet, through the catalog cache.
@@ -272,13 +293,14 @@ async fn list_pets(State(state): State<AppState>, query: ListQuery) -> Result<Re
     params(("pet_id" = String, Path, description = "The pet's id, e.g. `golden-retriever-001`.")),
     responses(
         (status = 200, description = "The pet.", body = PetView,
-         headers(("X-Cache" = String, description = "`HIT` when the pet came from the catalog cache, else `MISS`."))),
+         headers(("X-Cache" = String, description = "`HIT` when the pet came from the catalog cache, `MISS` when not, `BYPASS` when the `redis_caching` flag is off for the caller."))),
         (status = 404, response = docs::NotFound),
         (status = 503, response = docs::Unavailable),
     )
 )]
 async fn get_pet(
     State(state): State<AppState>,
+    caller: Option<Principal>,
     pet_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let not_found = |id: &str| ApiError::not_found(format!("no pet {id}"));
@@ -287,16 +309,17 @@ async fn get_pet(
         Ok(Path(id)) => return Err(not_found(&id)),
         Err(_) => return Err(ApiError::not_found("no such pet")),
     };
-    let lookup = state.cache.pet(&pet_id).await;
+    let lookup = state.lookup(caller.as_ref(), state.cache.pet(&pet_id)).await;
     if let Lookup::Hit(json) = lookup {
         return Ok(json_response(json, "HIT"));
     }
     let pet = state.store.get(&pet_id).await.map_err(storage_error)?.ok_or_else(|| not_found(&pet_id))?;
     let body = serde_json::to_string(&PetView::from(&pet)).map_err(ApiError::internal)?;
+    let header = lookup.header();
     if let Lookup::Miss(slot) = lookup {
         state.cache.fill(slot, &body).await;
     }
-    Ok(json_response(body, "MISS"))
+    Ok(json_response(body, header))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     if let Some(breaker) = cache.breaker() {
         readiness.push(Arc::new(breaker));
     }
-    let (router, openapi) = api(AppState { store, cache, source: bus.source().to_owned() });
+    let (router, openapi) = api(AppState { store, cache, source: bus.source().to_owned(), flags: ctx.flags.clone() });
     Ok(Service { name: SERVICE, router, openapi, readiness, audit: storage.audit_log() })
 }
 

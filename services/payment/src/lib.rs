@@ -29,9 +29,9 @@ pub const SERVICE: &str = "payment";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/payment");
 
 /// Opens storage, starts the outbox relay and the command consumer, with the simulated
-/// provider `services.payment.provider` describes.
+/// provider `services.payment.provider` describes (and the fault flags steer).
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let simulated = SimulatedProvider::new(&ctx.settings.services.payment.provider);
+    let simulated = SimulatedProvider::new(&ctx.settings.services.payment.provider).with_fault_flags(ctx.flags.clone());
     start_with_provider(ctx, Arc::new(simulated)).await
 }
 

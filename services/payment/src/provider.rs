@@ -14,9 +14,10 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use contracts::{PaymentMethod, payment::ProcessPayment};
+use contracts::{PaymentMethod, channels, payment::ProcessPayment};
 use kit::{
     config::ProviderSettings,
+    flags::{EvaluationContext, Flags},
     resilience::{BreakerError, CircuitBreaker},
 };
 use messaging::RetryPolicy;
@@ -45,26 +46,49 @@ pub trait PaymentProvider: Send + Sync + 'static {
 }
 
 /// The built-in provider: declines the `declined_card` test card, approves everything else,
-/// and can be made slow (`latency_ms`) or flaky (`failure_rate`) by configuration.
+/// and can be made slow (`latency_ms`) or flaky (`failure_rate`) by configuration — or live,
+/// for the resilience demo, by the fault flags `fault_payment_latency_ms` (added to the
+/// latency) and `fault_payment_failure_rate` (the larger of it and the configured rate),
+/// evaluated per charge for its customer. The faults act here, inside the provider, so the
+/// guard's timeout, retries and circuit breaker meet them as they would a real outage.
 pub struct SimulatedProvider {
     latency: Duration,
     failure_rate: f64,
+    flags: Option<Flags>,
 }
 
 impl SimulatedProvider {
-    /// The provider `services.payment.provider` describes.
+    /// The provider `services.payment.provider` describes, without fault flags.
     pub fn new(settings: &ProviderSettings) -> Self {
-        Self { latency: Duration::from_millis(settings.latency_ms), failure_rate: settings.failure_rate }
+        Self { latency: Duration::from_millis(settings.latency_ms), failure_rate: settings.failure_rate, flags: None }
+    }
+
+    /// The same provider, also obeying the fault flags of `flags`.
+    #[must_use]
+    pub fn with_fault_flags(mut self, flags: Flags) -> Self {
+        self.flags = Some(flags);
+        self
+    }
+
+    /// The latency and failure rate in force for `charge`.
+    fn faults(&self, charge: &ProcessPayment) -> (Duration, f64) {
+        let Some(flags) = &self.flags else { return (self.latency, self.failure_rate) };
+        let context =
+            EvaluationContext::for_key(charge.customer_id.as_str()).with("channel", channels::PAYMENT_COMMANDS);
+        let extra_ms = flags.number("fault_payment_latency_ms", &context).clamp(0.0, 60_000.0);
+        let rate = flags.number("fault_payment_failure_rate", &context).clamp(0.0, 1.0);
+        (self.latency + Duration::from_millis(extra_ms as u64), self.failure_rate.max(rate))
     }
 }
 
 #[async_trait]
 impl PaymentProvider for SimulatedProvider {
     async fn authorize(&self, charge: &ProcessPayment) -> Result<Verdict, Unavailable> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
+        let (latency, failure_rate) = self.faults(charge);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
-        if self.failure_rate > 0.0 && rand::random_bool(self.failure_rate) {
+        if failure_rate > 0.0 && rand::random_bool(failure_rate) {
             return Err(Unavailable("simulated provider outage".into()));
         }
         Ok(match charge.payment_method {

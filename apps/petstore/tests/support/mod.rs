@@ -7,6 +7,7 @@
 
 pub mod otlp;
 pub mod proxy;
+pub mod stack;
 
 use std::{
     collections::HashMap,

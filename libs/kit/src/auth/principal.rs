@@ -93,6 +93,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// On a public route: the caller when it sent a valid token, else `None`.
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
 /// A caller with the `customer` role; its subject is the customer id.
 #[derive(Debug, Clone)]
 pub struct Customer(pub Principal);
