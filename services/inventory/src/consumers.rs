@@ -2,9 +2,10 @@
 //! inventory events that invalidate the catalog cache.
 
 use contracts::{
-    Message,
+    Message, channels,
     inventory::{GetPetStatus, PetListed, PetReleased, PetReserved, PetRestored, PetSold, PetStatus, PetUpdated},
 };
+use kit::flags::{EvaluationContext, Flags};
 use messaging::{Envelope, HandlerError, MessageContext};
 use serde::Deserialize;
 
@@ -34,13 +35,21 @@ impl messaging::Handler for Commands {
 }
 
 /// Answers `GetPetStatus` from storage (never from the cache: an order must see the
-/// current price and availability).
+/// current price and availability). The fault flag `fault_inventory_latency_ms` delays the
+/// answer here, so the order service's timeout and `inventory_queries` breaker meet it as
+/// they would a slow inventory.
 pub(crate) async fn pet_status(
     store: &InventoryStore,
+    flags: &Flags,
     source: &str,
     request: Envelope,
 ) -> Result<Envelope, HandlerError> {
     let query: GetPetStatus = request.decode()?;
+    let context = EvaluationContext::new().with("channel", channels::INVENTORY_QUERIES);
+    let delay_ms = flags.number("fault_inventory_latency_ms", &context).clamp(0.0, 60_000.0);
+    if delay_ms > 0.0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms as u64)).await;
+    }
     let pet = store.get(&query.pet_id).await.map_err(HandlerError::retriable)?;
     let reply = PetStatus { pet_id: query.pet_id, pet: pet.as_ref().map(crate::Pet::summary) };
     Ok(Envelope::from_message(source, &reply, &MessageContext::caused_by(&request))?)

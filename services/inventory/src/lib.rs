@@ -68,10 +68,10 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     .await
     .map_err(StartError::at(SERVICE, "subscribing to inventory events"))?;
 
-    let (querying, source) = (store.clone(), bus.source().to_owned());
+    let (querying, source, flags) = (store.clone(), bus.source().to_owned(), ctx.flags.clone());
     bus.serve(channels::INVENTORY_QUERIES, SERVICE, move |req| {
-        let (store, source) = (querying.clone(), source.clone());
-        async move { consumers::pet_status(&store, &source, req).await }
+        let (store, source, flags) = (querying.clone(), source.clone(), flags.clone());
+        async move { consumers::pet_status(&store, &flags, &source, req).await }
     })
     .await
     .map_err(StartError::at(SERVICE, "serving pet-status queries"))?;
