@@ -166,6 +166,9 @@ impl Route {
 /// Message ids each subscription remembers for deduplication.
 const DEDUP_CAPACITY: usize = 10_000;
 
+/// The group name broadcast subscriptions carry in metrics and dead letters.
+const BROADCAST_GROUP: &str = "instance";
+
 /// How often a backlog that keeps failing to sample is logged at `warn` (in between, `debug`).
 const SAMPLE_FAILURE_WARN_EVERY: Duration = Duration::from_secs(300);
 
@@ -646,6 +649,19 @@ impl Bus {
         self.spawn_consumer(route, group, work, batch, Duration::ZERO, None, self.inner.retry).await
     }
 
+    /// Consumes a pub/sub channel as this instance alone: every instance that subscribes gets
+    /// every message published from then on, whatever the other instances of its service do —
+    /// a broadcast, for news every instance must act on (a feature flag changed). Nothing is
+    /// kept for an instance while it is not subscribed, so a subscriber loads the current
+    /// state itself when it starts. Retries and dead letters work as for [`Bus::subscribe`];
+    /// metrics and dead letters name the group `instance`.
+    pub async fn subscribe_broadcast(&self, channel: &str, handler: impl Handler) -> Result<Subscription, BusError> {
+        let route = self.route(channel, &[Pattern::PubSub], "subscribe_broadcast")?.clone();
+        let work = Work::Each(Arc::new(handler));
+        let options = SubscribeOptions { group: None, start: StartFrom::Latest };
+        self.spawn_with(route, BROADCAST_GROUP, options, work, 64, Duration::ZERO, self.inner.retry).await
+    }
+
     /// Consumes the dead letters of `channel` (`<channel>.dlq` on the channel's backend) in
     /// the durable group that keeps them ([`crate::DLQ_GROUP`]), with the usual middleware;
     /// [`DeadLetter::parse`] reads each one. A letter must not be lost on its way to where it
@@ -741,10 +757,27 @@ impl Bus {
     ) -> Result<Subscription, BusError> {
         let options =
             SubscribeOptions { group: Some(self.inner.physical_group(group)), start: start.unwrap_or(route.start) };
+        self.spawn_with(route, group, options, work, batch, max_wait, retry).await
+    }
+
+    /// Attaches a consumer with `options` and runs it on the bus's tasks. A durable group's
+    /// backlog is sampled into the lag gauges; a private subscription has none to sample.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_with(
+        &self,
+        route: Route,
+        group: &str,
+        options: SubscribeOptions,
+        work: Work,
+        batch: usize,
+        max_wait: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Subscription, BusError> {
+        let durable = options.group.is_some();
         let consumer = route.backend.subscribe(&route.physical, options).await?;
         let cancel = self.inner.shutdown.child_token();
         let span = info_span!("consumer", channel = %route.channel, group, backend = route.backend.name());
-        let watching = self.watch(&route, group);
+        let watching = durable.then(|| self.watch(&route, group));
         let bus = self.clone();
         let group = group.to_owned();
         let token = cancel.clone();

@@ -163,6 +163,7 @@ macro_rules! scenarios {
     ($backend:ident) => {
         scenarios!(@each $backend;
     pub_sub_delivers_to_every_group,
+    a_broadcast_reaches_every_instance_of_a_service,
     point_to_point_hands_each_message_to_one_consumer,
     request_gets_the_typed_reply_or_times_out,
     messages_of_one_key_are_handled_in_publication_order,
@@ -380,6 +381,28 @@ async fn pub_sub_delivers_to_every_group(f: Fixture) {
     .await;
     assert_eq!(a.ids(), sent, "group a got only the published messages");
     assert_eq!(b.ids(), sent, "group b got only the published messages");
+    f.finish().await;
+}
+
+/// Two instances of one service each get every broadcast (where one group would share them)
+/// published once `subscribe_broadcast` has returned — also at once, before the consumer has
+/// fetched anything — and neither gets what was published before it subscribed.
+async fn a_broadcast_reaches_every_instance_of_a_service(f: Fixture) {
+    let (one, two) = (f.bus("flags").await, f.bus("flags").await);
+    let before = publish_all(&one, "events", &[message("early", 0)]).await;
+    let (a, b) = (Seen::default(), Seen::default());
+    one.subscribe_broadcast("events", a.handler()).await.expect("subscribe one");
+    two.subscribe_broadcast("events", b.handler()).await.expect("subscribe two");
+    let later: Vec<Envelope> = (0..5).map(|n| message("k", n)).collect();
+    let later = publish_all(&two, "events", &later).await;
+    eventually(f.patience, || {
+        missing(&later, &a.ids()).map_err(|e| format!("instance one: {e}"))?;
+        missing(&later, &b.ids()).map_err(|e| format!("instance two: {e}"))
+    })
+    .await;
+    for seen in [&a, &b] {
+        assert!(seen.ids().is_disjoint(&before), "a broadcast subscriber starts at the end of the channel");
+    }
     f.finish().await;
 }
 

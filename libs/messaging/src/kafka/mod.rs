@@ -157,6 +157,27 @@ impl KafkaBackend {
         .map_err(|e| BusError::transient(NAME, format!("offset lookup task: {e}")))?
     }
 
+    /// Per partition, the offset the next message will get (the high watermark).
+    async fn end_offsets(&self, channel: &str, partitions: i32) -> Result<TopicPartitionList, BusError> {
+        let config = self.config.client_config();
+        let timeout = self.config.operation_timeout();
+        let channel = channel.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let probe: BaseConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                let (_, high) = probe
+                    .fetch_watermarks(&channel, partition, timeout)
+                    .map_err(|e| client_error(&format!("watermarks of `{channel}`"), &e))?;
+                list.add_partition_offset(&channel, partition, Offset::Offset(high))
+                    .map_err(|e| client_error(&format!("positions of `{channel}`"), &e))?;
+            }
+            Ok(list)
+        })
+        .await
+        .map_err(|e| BusError::transient(NAME, format!("offset lookup task: {e}")))?
+    }
+
     /// Commits the offsets at `t` for `group` if the group has committed nothing yet, so that
     /// a new group starts there; an existing group keeps its position. Returns whether the
     /// group was new.
@@ -346,7 +367,9 @@ impl Backend for KafkaBackend {
                 let consumer: StreamConsumer = config.create().map_err(|e| Self::config_error("consumer", &e))?;
                 let assignment = match options.start {
                     StartFrom::Earliest => self.positions(channel, partitions, Offset::Beginning)?,
-                    StartFrom::Latest => self.positions(channel, partitions, Offset::End)?,
+                    // Resolved to concrete offsets now: `Offset::End` would be resolved at
+                    // the first fetch, and what is published until then would be skipped.
+                    StartFrom::Latest => self.end_offsets(channel, partitions).await?,
                     StartFrom::Time(t) => self.offsets_at(channel, partitions, t).await?,
                 };
                 consumer.assign(&assignment).map_err(|e| client_error(&format!("assign `{channel}`"), &e))?;
