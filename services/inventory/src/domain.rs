@@ -146,10 +146,16 @@ impl Pet {
 pub struct PetFilter {
     /// Exactly this category.
     pub category: Option<String>,
-    /// Price at most this.
+    /// Price at most this (the catalog price, whatever a customer's pricing arm makes of it).
     pub max_price: Option<Decimal>,
     /// `true`: only available pets; `false`: only reserved or sold ones.
     pub available: Option<bool>,
+    /// Exactly this breed.
+    pub breed: Option<String>,
+    /// At least this many months old.
+    pub min_age_months: Option<i32>,
+    /// At most this many months old.
+    pub max_age_months: Option<i32>,
 }
 
 impl PetFilter {
@@ -158,6 +164,166 @@ impl PetFilter {
         self.category.as_ref().is_none_or(|c| *c == pet.category)
             && self.max_price.is_none_or(|max| pet.price <= max)
             && self.available.is_none_or(|a| a == (pet.status == Availability::Available))
+            && self.breed.as_ref().is_none_or(|b| *b == pet.breed)
+            && self.min_age_months.is_none_or(|min| pet.age_months >= min)
+            && self.max_age_months.is_none_or(|max| pet.age_months <= max)
+    }
+}
+
+/// The order of a `GET /pets` listing. Every order breaks ties by pet id (ascending), so it is
+/// total and keyset paging by (sort key, pet id) visits each pet exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PetSort {
+    /// By pet id (the default).
+    #[default]
+    Id,
+    /// Cheapest first.
+    Price,
+    /// Dearest first.
+    PriceDesc,
+    /// Youngest first.
+    Age,
+    /// Oldest first.
+    AgeDesc,
+}
+
+impl PetSort {
+    /// Every sort.
+    pub const ALL: [Self; 5] = [Self::Id, Self::Price, Self::PriceDesc, Self::Age, Self::AgeDesc];
+
+    /// The sort a `sort` parameter names: `id`, `price`, `-price`, `age` or `-age`.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// The sort's name, as the `sort` parameter spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Price => "price",
+            Self::PriceDesc => "-price",
+            Self::Age => "age",
+            Self::AgeDesc => "-age",
+        }
+    }
+
+    /// How this sort orders two pets (the in-memory twin of the SQL `ORDER BY`).
+    pub fn compare(self, a: &Pet, b: &Pet) -> std::cmp::Ordering {
+        let primary = match self {
+            Self::Id => std::cmp::Ordering::Equal,
+            Self::Price => a.price.cmp(&b.price),
+            Self::PriceDesc => b.price.cmp(&a.price),
+            Self::Age => a.age_months.cmp(&b.age_months),
+            Self::AgeDesc => b.age_months.cmp(&a.age_months),
+        };
+        primary.then_with(|| a.pet_id.cmp(&b.pet_id))
+    }
+}
+
+/// The sort key a cursor holds besides the pet id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortKey {
+    /// `PetSort::Id`: the pet id is the key.
+    None,
+    /// A price sort.
+    Price(Decimal),
+    /// An age sort.
+    Age(i32),
+}
+
+/// Where the next page of a listing starts: just after the last pet of the previous page, as
+/// its sort orders pets. It holds its sort, that pet's sort key and its id (the tie-break), so
+/// a cursor is only ever used with the sort it came from.
+///
+/// Its text form is the pet id alone for [`PetSort::Id`] (as cursors always were), else
+/// `<sort>:<key>:<pet id>`, e.g. `-price:1200:golden-retriever-001` (the price normalized; pet
+/// ids have no `:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    sort: PetSort,
+    key: SortKey,
+    pet_id: String,
+}
+
+impl Cursor {
+    /// The position of `pet` in a listing sorted by `sort`.
+    pub fn after(sort: PetSort, pet: &Pet) -> Self {
+        let key = match sort {
+            PetSort::Id => SortKey::None,
+            PetSort::Price | PetSort::PriceDesc => SortKey::Price(pet.price),
+            PetSort::Age | PetSort::AgeDesc => SortKey::Age(pet.age_months),
+        };
+        Self { sort, key, pet_id: pet.pet_id.clone() }
+    }
+
+    /// The sort the cursor belongs to.
+    pub fn sort(&self) -> PetSort {
+        self.sort
+    }
+
+    /// The last pet's id.
+    pub fn pet_id(&self) -> &str {
+        &self.pet_id
+    }
+
+    /// The last pet's price, for a price sort.
+    pub fn price(&self) -> Option<Decimal> {
+        match self.key {
+            SortKey::Price(price) => Some(price),
+            _ => None,
+        }
+    }
+
+    /// The last pet's age, for an age sort.
+    pub fn age_months(&self) -> Option<i32> {
+        match self.key {
+            SortKey::Age(age) => Some(age),
+            _ => None,
+        }
+    }
+
+    /// Whether `pet` comes after the cursor in its sort (belongs to a later page).
+    pub fn precedes(&self, pet: &Pet) -> bool {
+        let primary = match (self.sort, self.key) {
+            (PetSort::Price, SortKey::Price(price)) => price.cmp(&pet.price),
+            (PetSort::PriceDesc, SortKey::Price(price)) => pet.price.cmp(&price),
+            (PetSort::Age, SortKey::Age(age)) => age.cmp(&pet.age_months),
+            (PetSort::AgeDesc, SortKey::Age(age)) => pet.age_months.cmp(&age),
+            // The constructors pair every sort with its key.
+            _ => std::cmp::Ordering::Equal,
+        };
+        primary.then_with(|| self.pet_id.as_str().cmp(&pet.pet_id)).is_lt()
+    }
+
+    /// The cursor's text form (see [`Cursor`]).
+    pub fn to_text(&self) -> String {
+        match self.key {
+            SortKey::None => self.pet_id.clone(),
+            SortKey::Price(price) => format!("{}:{}:{}", self.sort.as_str(), price.normalize(), self.pet_id),
+            SortKey::Age(age) => format!("{}:{age}:{}", self.sort.as_str(), self.pet_id),
+        }
+    }
+
+    /// Parses a cursor's text form; `None` when it is not one (an empty pet id, an unknown
+    /// sort, a key that does not fit the sort).
+    pub fn parse(text: &str) -> Option<Self> {
+        let Some((sort, rest)) = text.split_once(':') else {
+            return (!text.is_empty()).then(|| Self { sort: PetSort::Id, key: SortKey::None, pet_id: text.to_owned() });
+        };
+        let (key, pet_id) = rest.split_once(':')?;
+        let sort = PetSort::parse(sort)?;
+        let key = match sort {
+            PetSort::Id => return None,
+            PetSort::Price | PetSort::PriceDesc => {
+                let price: Decimal = key.parse().ok()?;
+                (!price.is_sign_negative()).then_some(SortKey::Price(price))?
+            }
+            PetSort::Age | PetSort::AgeDesc => {
+                let age: i32 = key.parse().ok()?;
+                (age >= 0).then_some(SortKey::Age(age))?
+            }
+        };
+        (!pet_id.is_empty()).then(|| Self { sort, key, pet_id: pet_id.to_owned() })
     }
 }
 
@@ -607,6 +773,7 @@ mod tests {
             category: category.map(str::to_owned),
             max_price: max_price.map(|p| Decimal::new(p, 0)),
             available,
+            ..PetFilter::default()
         };
         let cases = [
             (f(None, None, None), &fish, true),
@@ -621,6 +788,78 @@ mod tests {
         ];
         for (filter, pet, expected) in cases {
             assert_eq!(filter.matches(pet), expected, "{filter:?} on a {:?} pet", pet.status);
+        }
+    }
+
+    #[test]
+    fn breed_and_age_filters_are_exact_and_inclusive() {
+        let nobody = SagaRef { saga_id: Uuid::nil(), order_id: Uuid::nil() };
+        let fish = pet(Given::Available, nobody).expect("pet"); // a Goldfish, 6 months old
+        let f = |breed: Option<&str>, min: Option<i32>, max: Option<i32>| PetFilter {
+            breed: breed.map(str::to_owned),
+            min_age_months: min,
+            max_age_months: max,
+            ..PetFilter::default()
+        };
+        let cases = [
+            (f(Some("Goldfish"), None, None), true),
+            (f(Some("goldfish"), None, None), false),
+            (f(Some("Gold"), None, None), false),
+            (f(None, Some(6), Some(6)), true),
+            (f(None, Some(7), None), false),
+            (f(None, None, Some(5)), false),
+            (f(Some("Goldfish"), Some(0), Some(12)), true),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(filter.matches(&fish), expected, "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn cursors_know_their_sort_and_where_the_next_page_starts() {
+        let nobody = SagaRef { saga_id: Uuid::nil(), order_id: Uuid::nil() };
+        let fish = pet(Given::Available, nobody).expect("pet"); // 25.00, 6 months
+        let other = |pet_id: &str, price: i64, age_months: i32| Pet {
+            pet_id: pet_id.into(),
+            price: Decimal::new(price, 2),
+            age_months,
+            ..fish.clone()
+        };
+        let (a, z) = ("a-pet", "z-pet");
+        let cases = [
+            (PetSort::Id, other(z, 100, 1), true),
+            (PetSort::Id, other(a, 100, 1), false),
+            (PetSort::Price, other(a, 2501, 6), true),
+            (PetSort::Price, other(z, 2500, 6), true),
+            (PetSort::Price, other(a, 2500, 6), false),
+            (PetSort::PriceDesc, other(a, 2499, 6), true),
+            (PetSort::PriceDesc, other(a, 2501, 6), false),
+            (PetSort::Age, other(a, 2500, 7), true),
+            (PetSort::Age, other(z, 2500, 6), true),
+            (PetSort::Age, other(a, 2500, 5), false),
+            (PetSort::AgeDesc, other(a, 2500, 5), true),
+            (PetSort::AgeDesc, other(z, 2500, 7), false),
+        ];
+        for (sort, next, expected) in cases {
+            let cursor = Cursor::after(sort, &fish);
+            assert_eq!(
+                cursor.precedes(&next),
+                expected,
+                "{sort:?}: {} {} {}",
+                next.pet_id,
+                next.price,
+                next.age_months
+            );
+            assert_eq!(sort.compare(&fish, &next).is_lt(), expected, "{sort:?}: the sort agrees");
+            assert_eq!(Cursor::parse(&cursor.to_text()), Some(cursor.clone()), "{sort:?}: round trip");
+            assert_eq!(cursor.sort(), sort);
+        }
+        assert!(!Cursor::after(PetSort::Price, &fish).precedes(&fish), "not the last pet itself");
+        assert_eq!(Cursor::after(PetSort::Price, &fish).to_text(), format!("price:25:{PET}"));
+        assert_eq!(Cursor::after(PetSort::AgeDesc, &fish).to_text(), format!("-age:6:{PET}"));
+        assert_eq!(Cursor::after(PetSort::Id, &fish).to_text(), PET, "an id cursor is the id, as it always was");
+        for bad in ["", "price::x", "price:1:", "id:1:x", "name:1:x", "-price:-5:x", "age:x:y"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad:?}");
         }
     }
 

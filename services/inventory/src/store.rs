@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     SERVICE,
     catalog::{CatalogChange, Refusal},
-    domain::{self, Clock, Expiry, HeldFor, InventoryCommand, Pet, PetFilter, SagaMark},
+    domain::{self, Clock, Cursor, Expiry, HeldFor, InventoryCommand, Pet, PetFilter, PetSort, SagaMark},
 };
 
 /// The catalog by pet id (in id order, for keyset paging) and the sagas' marks, for the
@@ -255,39 +255,83 @@ impl InventoryStore {
         }
     }
 
-    /// Up to `limit` pets passing `filter` whose id sorts after `after_pet_id`, in id order
-    /// (keyset pagination: stable while pets change, no matter how deep the page).
+    /// Up to `limit` pets passing `filter`, in `sort` order, from just after `after` (keyset
+    /// pagination by sort key and pet id: stable while pets change, no matter how deep the
+    /// page). `after` must be a cursor of `sort`: another sort's is refused.
     pub async fn list(
         &self,
         filter: &PetFilter,
-        after_pet_id: Option<&str>,
+        sort: PetSort,
+        after: Option<&Cursor>,
         limit: usize,
     ) -> Result<Vec<Pet>, StoreError> {
+        if let Some(cursor) = after
+            && cursor.sort() != sort
+        {
+            let (theirs, ours) = (cursor.sort().as_str(), sort.as_str());
+            return Err(StoreError::Codec(format!("a cursor of sort `{theirs}` used with sort `{ours}`")));
+        }
         match &self.storage {
             Storage::Memory(memory) => Ok(memory.read(|s| {
-                let from = after_pet_id.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
-                s.pets
+                // The map is in id order: the id sort reads a range of it, lazily.
+                let from = match after {
+                    Some(cursor) if sort == PetSort::Id => Bound::Excluded(cursor.pet_id().to_owned()),
+                    _ => Bound::Unbounded,
+                };
+                let passing = s
+                    .pets
                     .range((from, Bound::Unbounded))
                     .map(|(_, p)| p)
-                    .filter(|p| filter.matches(p))
-                    .take(limit)
-                    .cloned()
-                    .collect()
+                    .filter(|p| filter.matches(p) && after.is_none_or(|cursor| cursor.precedes(p)));
+                if sort == PetSort::Id {
+                    return passing.take(limit).cloned().collect();
+                }
+                let mut pets: Vec<&Pet> = passing.collect();
+                pets.sort_unstable_by(|a, b| sort.compare(a, b));
+                pets.into_iter().take(limit).cloned().collect()
             })),
             Storage::Postgres { pool, .. } => {
+                let (order, keyset) = match sort {
+                    PetSort::Id => ("pet_id", "pet_id > $8"),
+                    PetSort::Price => {
+                        ("price, pet_id", "(price > $9::numeric OR (price = $9::numeric AND pet_id > $8))")
+                    }
+                    PetSort::PriceDesc => {
+                        ("price DESC, pet_id", "(price < $9::numeric OR (price = $9::numeric AND pet_id > $8))")
+                    }
+                    PetSort::Age => (
+                        "age_months, pet_id",
+                        "(age_months > $9::integer OR (age_months = $9::integer AND pet_id > $8))",
+                    ),
+                    PetSort::AgeDesc => (
+                        "age_months DESC, pet_id",
+                        "(age_months < $9::integer OR (age_months = $9::integer AND pet_id > $8))",
+                    ),
+                };
+                let keyset = if after.is_some() { format!("AND {keyset}") } else { String::new() };
                 let sql = format!(
                     "{SELECT} WHERE ($1::text IS NULL OR category = $1) AND ($2::numeric IS NULL OR price <= $2) \
-                     AND ($3::boolean IS NULL OR (status = 'available') = $3) AND ($4::text IS NULL OR pet_id > $4) \
-                     ORDER BY pet_id LIMIT $5"
+                     AND ($3::boolean IS NULL OR (status = 'available') = $3) AND ($4::text IS NULL OR breed = $4) \
+                     AND ($5::integer IS NULL OR age_months >= $5) AND ($6::integer IS NULL OR age_months <= $6) \
+                     {keyset} ORDER BY {order} LIMIT $7"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(filter.category.as_deref())
                     .bind(filter.max_price)
                     .bind(filter.available)
-                    .bind(after_pet_id)
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(pool)
-                    .await?;
+                    .bind(filter.breed.as_deref())
+                    .bind(filter.min_age_months)
+                    .bind(filter.max_age_months)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+                if let Some(cursor) = after {
+                    query = query.bind(cursor.pet_id().to_owned());
+                    query = match sort {
+                        PetSort::Id => query,
+                        PetSort::Price | PetSort::PriceDesc => query.bind(cursor.price()),
+                        PetSort::Age | PetSort::AgeDesc => query.bind(cursor.age_months()),
+                    };
+                }
+                let rows = query.fetch_all(pool).await?;
                 rows.iter().map(decode).collect()
             }
         }

@@ -144,6 +144,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, ProblemType::Validation, detail)
     }
 
+    /// 403: the caller is known (or anonymous) and may not do this; `detail` says why.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ProblemType::Forbidden, detail)
+    }
+
     /// 404.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ProblemType::NotFound, detail)
