@@ -18,6 +18,10 @@ pub struct ScheduleDelivery {
     pub pet_id: String,
     /// Where to.
     pub shipping_address: Address,
+    /// An express order: deliver the next day instead of after the usual transit days.
+    /// Absent (standard delivery) in commands sent before express orders existed.
+    #[serde(default)]
+    pub express: bool,
 }
 message!(ScheduleDelivery, "petstore.delivery.schedule-delivery.v1", channels::DELIVERY_COMMANDS, |m| m
     .saga
@@ -77,3 +81,25 @@ message!(DeliveryCancelled, "petstore.delivery.delivery-cancelled.v1", channels:
     .saga
     .order_id
     .to_string());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_schedule_delivery_sent_before_express_orders_is_a_standard_delivery() {
+        let old = json!({
+            "saga_id": "0190a0b0-0000-7000-8000-000000000002",
+            "order_id": "0190a0b0-0000-7000-8000-000000000001",
+            "customer_id": "alice",
+            "pet_id": "goldfish-004",
+            "shipping_address": { "street": "1 Main St", "city": "Springfield", "postal_code": "1", "country": "US" }
+        });
+        let cmd: ScheduleDelivery = serde_json::from_value(old.clone()).expect("an old command reads");
+        assert!(!cmd.express);
+        let mut express = old;
+        express["express"] = json!(true);
+        assert!(serde_json::from_value::<ScheduleDelivery>(express).expect("reads").express);
+    }
+}

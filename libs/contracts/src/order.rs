@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{Address, PaymentMethod, SagaRef, channels, message};
+use crate::{Address, PaymentMethod, SagaRef, channels, message, pricing::PricingArm};
 
 /// What a customer ordered: what the order service records and every saga step needs.
+///
+/// Orders are stored as events and sagas keep a copy, so fields added later carry a serde
+/// default: what was recorded before them still reads (as the catalog price, standard
+/// delivery).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderDetails {
     /// The order.
@@ -18,7 +22,8 @@ pub struct OrderDetails {
     pub customer_id: String,
     /// What.
     pub pet_id: String,
-    /// Price at the time of ordering.
+    /// What the customer is charged: the catalog price at the time of ordering, as the
+    /// customer's `pricing_arm` prices it.
     pub amount: Decimal,
     /// ISO 4217 currency code.
     pub currency: String,
@@ -28,6 +33,18 @@ pub struct OrderDetails {
     pub payment_method: PaymentMethod,
     /// Free text for the delivery.
     pub special_instructions: Option<String>,
+    /// The arm of the `pricing_experiment` the customer was in when ordering: how `amount`
+    /// came from the catalog price. `control` (the catalog price) for orders placed before
+    /// the experiment.
+    // Always in what the API answers (orders, their events, sagas), though old records lack it.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub pricing_arm: PricingArm,
+    /// An express order (`express_order_processing` was on for the customer when ordering):
+    /// delivered the next day instead of after the usual transit days.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub express: bool,
 }
 
 /// A customer placed an order; the orchestrator starts saga `saga_id` for it.
@@ -84,3 +101,44 @@ pub struct RejectOrder {
     pub reason: String,
 }
 message!(RejectOrder, "petstore.order.reject-order.v1", channels::ORDER_COMMANDS, |m| m.saga.order_id.to_string());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An `OrderCreated` as it was published before the pricing experiment and express orders.
+    fn recorded_before_flags() -> serde_json::Value {
+        json!({
+            "order_id": "0190a0b0-0000-7000-8000-000000000001",
+            "customer_id": "alice",
+            "pet_id": "goldfish-004",
+            "amount": "25.00",
+            "currency": "USD",
+            "shipping_address": { "street": "1 Main St", "city": "Springfield", "postal_code": "1", "country": "US" },
+            "payment_method": "credit_card",
+            "special_instructions": null,
+            "saga_id": "0190a0b0-0000-7000-8000-000000000002",
+            "created_at": "2025-01-01T00:00:00Z"
+        })
+    }
+
+    #[test]
+    fn orders_recorded_before_the_flags_read_as_control_and_standard_delivery() {
+        let created: OrderCreated = serde_json::from_value(recorded_before_flags()).expect("an old OrderCreated reads");
+        assert_eq!(created.order.pricing_arm, PricingArm::Control);
+        assert!(!created.order.express);
+        assert_eq!(created.order.amount, Decimal::new(2500, 2));
+    }
+
+    #[test]
+    fn the_arm_and_express_travel_with_the_order() {
+        let mut json = recorded_before_flags();
+        json["pricing_arm"] = json!("discount_10");
+        json["express"] = json!(true);
+        let created: OrderCreated = serde_json::from_value(json).expect("reads");
+        assert_eq!((created.order.pricing_arm, created.order.express), (PricingArm::Discount10, true));
+        let again = serde_json::to_value(&created).expect("writes");
+        assert_eq!((&again["pricing_arm"], &again["express"]), (&json!("discount_10"), &json!(true)));
+    }
+}

@@ -71,6 +71,8 @@ pub struct Booking {
     pub shipping_address: Address,
     /// The day the pet is expected to arrive.
     pub estimated_delivery: NaiveDate,
+    /// Booked as an express delivery: for the next day.
+    pub express: bool,
 }
 
 /// Why a delivery cancelled before a late `ScheduleDelivery` books nothing.
@@ -81,7 +83,8 @@ type Decision = persistence::Decision<Delivery>;
 /// Books the delivery unless this saga already has one, in which case the earlier booking is
 /// repeated (never a second delivery), or it was cancelled, in which case nothing is booked
 /// and the step fails. An address with blank fields fails the step and stores nothing, so a
-/// repeat of the command fails the same way.
+/// repeat of the command fails the same way. An express order is booked for the next day,
+/// any other `delivery_days` after today (see [`estimated_delivery`]).
 pub(crate) fn schedule(
     existing: Option<Delivery>,
     cmd: &ScheduleDelivery,
@@ -108,7 +111,8 @@ pub(crate) fn schedule(
         customer_id: cmd.customer_id.clone(),
         pet_id: cmd.pet_id.clone(),
         shipping_address: cmd.shipping_address.clone(),
-        estimated_delivery: estimated_delivery(now.date_naive(), delivery_days),
+        estimated_delivery: estimated_delivery(now.date_naive(), delivery_days, cmd.express),
+        express: cmd.express,
     };
     let reply = DeliveryScheduled {
         saga: cmd.saga,
@@ -127,10 +131,16 @@ pub(crate) fn schedule(
     Ok((Some(delivery), Outgoing::message(source, &reply, ctx)?))
 }
 
-/// `today` plus the configured transit days (saturating at the last representable date).
-fn estimated_delivery(today: NaiveDate, delivery_days: u32) -> NaiveDate {
-    today.checked_add_days(Days::new(u64::from(delivery_days))).unwrap_or(NaiveDate::MAX)
+/// When a delivery booked `today` arrives: `today` plus the configured transit days, or for an
+/// express order the next day — never later than a standard delivery would (with
+/// `delivery_days` 0, both arrive today). Saturates at the last representable date.
+fn estimated_delivery(today: NaiveDate, delivery_days: u32, express: bool) -> NaiveDate {
+    let days = if express { delivery_days.min(EXPRESS_DAYS) } else { delivery_days };
+    today.checked_add_days(Days::new(u64::from(days))).unwrap_or(NaiveDate::MAX)
 }
+
+/// The transit days of an express delivery: it arrives the day after it is booked.
+const EXPRESS_DAYS: u32 = 1;
 
 /// Cancels this saga's scheduled delivery; one already cancelled stays as it is. With no
 /// delivery at all, a cancelled tombstone is recorded, so that a `ScheduleDelivery` arriving
@@ -173,6 +183,7 @@ mod tests {
             customer_id: "c".into(),
             pet_id: "pet-1".into(),
             shipping_address: address,
+            express: false,
         }
     }
 
@@ -201,6 +212,38 @@ mod tests {
         let (again, reply) = schedule(Some(first.clone()), &cmd, 3, "/t", &ctx).expect("decide");
         assert!(again.is_none(), "no second write");
         assert_eq!(reply.envelope.decode::<DeliveryScheduled>().expect("reply").delivery_id, first.delivery_id);
+    }
+
+    #[test]
+    fn an_express_delivery_is_booked_for_the_next_day_and_repeated_as_booked() {
+        let cmd = ScheduleDelivery { express: true, ..booking(address()) };
+        let ctx = MessageContext::default();
+        let (first, reply) = schedule(None, &cmd, 3, "/t", &ctx).expect("decide");
+        let first = first.expect("saved");
+        let b = first.booking.as_ref().expect("a booking");
+        assert!(b.express);
+        assert_eq!(b.estimated_delivery, first.created_at.date_naive() + Days::new(1), "tomorrow, not in three days");
+        let scheduled = reply.envelope.decode::<DeliveryScheduled>().expect("reply");
+        assert_eq!(scheduled.estimated_delivery, b.estimated_delivery);
+
+        let (again, reply) = schedule(Some(first.clone()), &cmd, 3, "/t", &ctx).expect("decide");
+        assert!(again.is_none(), "no second write");
+        assert_eq!(
+            reply.envelope.decode::<DeliveryScheduled>().expect("reply").estimated_delivery,
+            b.estimated_delivery
+        );
+    }
+
+    #[test]
+    fn estimated_delivery_is_after_the_transit_days_or_tomorrow_for_express() {
+        let today = NaiveDate::from_ymd_opt(2025, 2, 28).expect("a date");
+        let day = |m, d| NaiveDate::from_ymd_opt(2025, m, d).expect("a date");
+        assert_eq!(estimated_delivery(today, 3, false), day(3, 3));
+        assert_eq!(estimated_delivery(today, 3, true), day(3, 1));
+        assert_eq!(estimated_delivery(today, 1, true), day(3, 1));
+        // Express is never slower than standard.
+        assert_eq!(estimated_delivery(today, 0, true), today);
+        assert_eq!(estimated_delivery(NaiveDate::MAX, 3, true), NaiveDate::MAX);
     }
 
     #[test]

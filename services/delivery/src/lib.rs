@@ -1,6 +1,8 @@
 //! Delivery service: books the delivery of a saga's pet (`ScheduleDelivery`) and cancels it
-//! (`CancelDelivery`), one delivery per saga. A shipping address with blank fields cannot be
-//! delivered to and fails the step. Replies go to `delivery-events`.
+//! (`CancelDelivery`), one delivery per saga. A delivery is expected
+//! `services.delivery.delivery_days` after it is booked, an express order's (`express` on the
+//! command) the next day. A shipping address with blank fields cannot be delivered to and
+//! fails the step. Replies go to `delivery-events`.
 
 mod domain;
 mod store;

@@ -45,6 +45,7 @@ impl SagaRecord for Delivery {
                     country: row.try_get("country")?,
                 },
                 estimated_delivery: row.try_get("estimated_delivery")?,
+                express: row.try_get("express")?,
             }),
         };
         Ok(Delivery {
@@ -64,7 +65,8 @@ impl SagaRecord for Delivery {
         let address = b.map(|b| &b.shipping_address);
         sqlx::query(
             "INSERT INTO deliveries (delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
-             status, estimated_delivery, created_at, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             status, estimated_delivery, created_at, cancelled_at, express) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status, cancelled_at = EXCLUDED.cancelled_at",
         )
         .bind(d.delivery_id)
@@ -80,6 +82,7 @@ impl SagaRecord for Delivery {
         .bind(b.map(|b| b.estimated_delivery))
         .bind(d.created_at)
         .bind(d.cancelled_at)
+        .bind(b.is_some_and(|b| b.express))
         .execute(conn)
         .await?;
         Ok(())
@@ -92,7 +95,8 @@ impl DeliveryStore {
         Self(PerSagaStore::new(storage))
     }
 
-    /// Handles `ScheduleDelivery` once; a new delivery is expected `delivery_days` after today.
+    /// Handles `ScheduleDelivery` once; a new delivery is expected `delivery_days` after today,
+    /// an express one the next day.
     pub async fn schedule(
         &self,
         message: &Envelope,
@@ -124,7 +128,7 @@ impl DeliveryStore {
 }
 
 const SELECT: &str = "SELECT delivery_id, saga_id, order_id, customer_id, pet_id, street, city, postal_code, country, \
-                      status, estimated_delivery, created_at, cancelled_at FROM deliveries";
+                      status, estimated_delivery, created_at, cancelled_at, express FROM deliveries";
 
 #[cfg(test)]
 mod tests {
@@ -143,7 +147,13 @@ mod tests {
             postal_code: "12345".into(),
             country: "US".into(),
         };
-        ScheduleDelivery { saga, customer_id: "c".into(), pet_id: "pet-1".into(), shipping_address: address }
+        ScheduleDelivery {
+            saga,
+            customer_id: "c".into(),
+            pet_id: "pet-1".into(),
+            shipping_address: address,
+            express: false,
+        }
     }
 
     #[tokio::test]
@@ -193,6 +203,30 @@ mod tests {
         store.schedule(&message, &late, 3, "/t", &ctx).await.expect("handled");
         let after = store.for_order(saga.order_id).await.expect("read").expect("the tombstone");
         assert_eq!(after, tombstone, "{postgres}: the late booking wrote nothing");
+    }
+
+    async fn an_express_booking_is_stored_as_express(postgres: bool) {
+        let store = store(postgres).await;
+        let ctx = MessageContext::default();
+        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
+        let express = ScheduleDelivery { express: true, ..booking(saga) };
+        let message = Envelope::from_message("/t", &express, &ctx).expect("envelope");
+        store.schedule(&message, &express, 3, "/t", &ctx).await.expect("scheduled");
+        let delivery = store.for_order(saga.order_id).await.expect("read").expect("a delivery");
+        let booked = delivery.booking.as_ref().expect("a booking");
+        assert!(booked.express, "{postgres}");
+        let days = (booked.estimated_delivery - delivery.created_at.date_naive()).num_days();
+        assert_eq!(days, 1, "{postgres}: tomorrow");
+    }
+
+    #[tokio::test]
+    async fn memory_an_express_booking_is_stored_as_express() {
+        an_express_booking_is_stored_as_express(false).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_an_express_booking_is_stored_as_express() {
+        an_express_booking_is_stored_as_express(true).await;
     }
 
     #[tokio::test]

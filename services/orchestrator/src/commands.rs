@@ -38,7 +38,9 @@ pub fn command_span(saga: &Saga, command: Command) -> tracing::Span {
     )
 }
 
-/// The message that carries `command` for `saga`, if the command has one.
+/// The message that carries `command` for `saga`, if the command has one. The commands carry
+/// what their step needs of the order: the payment its `amount` (already priced by the
+/// customer's pricing arm), the delivery whether it is `express`.
 pub fn message_for(
     saga: &Saga,
     command: Command,
@@ -68,6 +70,7 @@ pub fn message_for(
                 customer_id: o.customer_id.clone(),
                 pet_id,
                 shipping_address: o.shipping_address.clone(),
+                express: o.express,
             },
             ctx,
         ),
@@ -129,4 +132,57 @@ pub fn reply_of(message: &Envelope) -> Result<Option<(Uuid, Reply)>, BusError> {
         NotificationKind::CancellationNotice => Reply::NoticeFailed(m.reason),
     });
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use contracts::{Address, PaymentMethod, order::OrderDetails, pricing::PricingArm};
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn saga(express: bool) -> Saga {
+        let order = OrderDetails {
+            order_id: Uuid::now_v7(),
+            customer_id: "alice".into(),
+            pet_id: "goldfish-004".into(),
+            amount: Decimal::new(2250, 2),
+            currency: "USD".into(),
+            shipping_address: Address {
+                street: "1 Main St".into(),
+                city: "Springfield".into(),
+                postal_code: "1".into(),
+                country: "US".into(),
+            },
+            payment_method: PaymentMethod::CreditCard,
+            special_instructions: None,
+            pricing_arm: PricingArm::Discount10,
+            express,
+        };
+        let events = Saga::start(Uuid::now_v7(), order, None);
+        Saga::replay(events.iter().map(|e| (e, Utc::now()))).expect("a saga")
+    }
+
+    fn sent<M: contracts::Message>(saga: &Saga, command: Command) -> M {
+        let out = message_for(saga, command, "/t", &MessageContext::default()).expect("encodes").expect("a message");
+        out.envelope.decode::<M>().expect("decodes")
+    }
+
+    #[test]
+    fn the_delivery_command_says_whether_the_order_is_express() {
+        for express in [false, true] {
+            let saga = saga(express);
+            let cmd: ScheduleDelivery = sent(&saga, Command::Execute(Step::ScheduleDelivery));
+            assert_eq!(cmd.express, express);
+            assert_eq!(cmd.saga.order_id, saga.order.order_id);
+        }
+    }
+
+    #[test]
+    fn the_payment_charges_the_priced_amount() {
+        let saga = saga(false);
+        let cmd: ProcessPayment = sent(&saga, Command::Execute(Step::ProcessPayment));
+        assert_eq!(cmd.amount, Decimal::new(2250, 2));
+    }
 }

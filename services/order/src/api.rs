@@ -18,6 +18,7 @@ use contracts::{
 use kit::{
     audit::{AuditDraft, RecordedInTransaction},
     auth::{Customer, Principal},
+    flags::Flags,
     http::{ApiError, CorrelationId, Json, docs},
     resilience::{BreakerError, CircuitBreaker},
 };
@@ -28,6 +29,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    decisions::FlagDecisions,
     domain::{Order, OrderEvent},
     idempotency::{IdempotencyKey, KeyClaim, Receipt},
     store::{OrderStore, Placement},
@@ -45,6 +47,9 @@ pub struct AppState {
     /// Opens while the inventory does not answer: orders get a 503 with `Retry-After` at
     /// once instead of each waiting for the timeout.
     pub inventory_breaker: CircuitBreaker,
+    /// The feature flags that price an order (`pricing_experiment`) and make it express
+    /// (`express_order_processing`), evaluated for the customer placing it.
+    pub flags: Flags,
 }
 
 /// The order routes.
@@ -63,7 +68,9 @@ pub fn api(state: AppState) -> (Router, OpenApi) {
 }
 
 /// Body of `POST /orders`; serialized (after [`PlaceOrder::normalized`]) it is the canonical
-/// form an `Idempotency-Key`'s fingerprint is taken of.
+/// form an `Idempotency-Key`'s fingerprint is taken of. What the flags decide for the order
+/// (its price, express) is not part of it: a retry is the same request whatever the flags say
+/// by then, and is answered the first order as it was placed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -118,6 +125,11 @@ impl PlaceOrder {
 ///
 /// The answer comes before the saga has run: `status` is `pending`, and
 /// `GET /orders/{order_id}` shows how it ends. Retry-safe with an `Idempotency-Key`.
+///
+/// The order is charged the pet's catalog price as the customer's arm of the
+/// `pricing_experiment` flag prices it (the price `GET /pets` shows them), and is an express
+/// order, delivered the next day, when `express_order_processing` is on for the customer;
+/// the order records both (`pricing_arm`, `express`).
 #[utoipa::path(
     post,
     path = "/orders",
@@ -157,6 +169,7 @@ async fn place_order(
     body.validate()?;
     let body = body.normalized();
     let customer_id = customer.id().to_owned();
+    // The fingerprint is of the body alone, not of what the flags decide below.
     let claim = key.map(|key| KeyClaim::new(&customer_id, key, &body)).transpose().map_err(ApiError::internal)?;
     // A retry is answered from what its key remembers, before asking the inventory: it must
     // not depend on the inventory being up, nor on the pet still being available.
@@ -172,6 +185,7 @@ async fn place_order(
     if pet.availability == Availability::Sold {
         return Err(ApiError::conflict(format!("pet `{pet_id}` is already sold")));
     }
+    let decided = FlagDecisions::for_customer(&app.flags, &customer.0);
     let order_id = Uuid::now_v7();
     // Written in the order's own transaction: the trail has the order exactly when it exists.
     let entry = audit.finish(StatusCode::ACCEPTED.as_u16(), order_id.to_string());
@@ -181,11 +195,13 @@ async fn place_order(
             order_id,
             customer_id,
             pet_id,
-            amount: pet.price,
+            amount: decided.charge(pet.price),
             currency: pet.currency,
             shipping_address: body.shipping_address,
             payment_method: body.payment_method,
             special_instructions: body.special_instructions,
+            pricing_arm: decided.pricing_arm,
+            express: decided.express,
         },
     };
     let placement = app.store.place(placed, &ctx, claim.as_ref(), entry.as_ref()).await.map_err(ApiError::internal)?;
@@ -198,7 +214,14 @@ async fn place_order(
         }
     };
     metrics::counter!("petstore_orders_created_total").increment(1);
-    tracing::info!(order_id = %order.details.order_id, saga_id = %order.saga_id, correlation_id, "order placed");
+    tracing::info!(
+        order_id = %order.details.order_id,
+        saga_id = %order.saga_id,
+        correlation_id,
+        pricing_arm = order.details.pricing_arm.as_str(),
+        express = order.details.express,
+        "order placed"
+    );
     let mut response = Receipt::new(&order, &correlation_id).accepted(false);
     if entry.is_some() {
         response.extensions_mut().insert(RecordedInTransaction);

@@ -1,8 +1,10 @@
 //! Order service: takes orders (`POST /orders`), records them as events, announces them on
 //! `order-events` (which starts the saga) and confirms or cancels them when the orchestrator
-//! says how their saga ended.
+//! says how their saga ended. Placing an order evaluates the customer's feature flags: their
+//! `pricing_experiment` arm prices it, `express_order_processing` makes it an express order.
 
 mod api;
+mod decisions;
 mod domain;
 mod idempotency;
 mod store;
@@ -19,6 +21,7 @@ use messaging::{Envelope, Handler, HandlerError};
 use persistence::open_service;
 
 pub use api::{AppState, router};
+pub use decisions::{EXPRESS_FLAG, FlagDecisions};
 pub use domain::{Order, OrderEvent, OrderStatus};
 pub use idempotency::{
     IDEMPOTENCY_KEY_HEADER, IdempotencyKey, KEY_RETENTION, KEY_REUSED_TYPE, KeyClaim, REPLAYED_HEADER, Receipt,
@@ -57,6 +60,7 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         bus,
         pet_lookup_timeout: Duration::from_millis(ctx.settings.services.order.pet_lookup_timeout_ms),
         inventory_breaker: CircuitBreaker::new("inventory_queries", ctx.settings.resilience.circuit_breaker.into()),
+        flags: ctx.flags.clone(),
     };
     let state_breaker = state.inventory_breaker.clone();
     let (router, openapi) = api::api(state);

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use contracts::order::OrderDetails;
+use contracts::{order::OrderDetails, pricing::PricingArm};
 use kit::audit::{AuditEntry, AuditLog};
 use messaging::{Envelope, MessageContext};
 use persistence::{Outgoing, Recorded, Storage, StoreError, memory::MemoryEventLog, pg, pg::EventTable};
@@ -234,7 +234,8 @@ impl OrderStore {
             Storage::Postgres { pool, .. } => {
                 let row = sqlx::query(
                     "SELECT order_id, saga_id, customer_id, pet_id, amount, currency, shipping_address, payment_method, \
-                     special_instructions, status, cancel_reason, created_at, updated_at, version FROM orders WHERE order_id = $1",
+                     special_instructions, pricing_arm, express, status, cancel_reason, created_at, updated_at, version \
+                     FROM orders WHERE order_id = $1",
                 )
                 .bind(order_id)
                 .fetch_optional(pool)
@@ -385,8 +386,8 @@ async fn project(conn: &mut PgConnection, order: &Order) -> Result<(), StoreErro
     let method = serde_json::to_value(o.payment_method).map_err(codec)?;
     sqlx::query(
         "INSERT INTO orders (order_id, saga_id, customer_id, pet_id, amount, currency, shipping_address, payment_method, \
-         special_instructions, status, cancel_reason, created_at, updated_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         special_instructions, status, cancel_reason, created_at, updated_at, version, pricing_arm, express) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, cancel_reason = EXCLUDED.cancel_reason, \
          updated_at = EXCLUDED.updated_at, version = EXCLUDED.version",
     )
@@ -404,6 +405,8 @@ async fn project(conn: &mut PgConnection, order: &Order) -> Result<(), StoreErro
     .bind(order.created_at)
     .bind(order.updated_at)
     .bind(order.version)
+    .bind(o.pricing_arm.as_str())
+    .bind(o.express)
     .execute(conn)
     .await?;
     Ok(())
@@ -413,6 +416,7 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
     let status: String = row.try_get("status")?;
     let method: String = row.try_get("payment_method")?;
     let address: serde_json::Value = row.try_get("shipping_address")?;
+    let arm: String = row.try_get("pricing_arm")?;
     Ok(Order {
         details: OrderDetails {
             order_id: row.try_get("order_id")?,
@@ -423,6 +427,8 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
             shipping_address: serde_json::from_value(address).map_err(codec)?,
             payment_method: serde_json::from_value(serde_json::Value::String(method)).map_err(codec)?,
             special_instructions: row.try_get("special_instructions")?,
+            pricing_arm: PricingArm::from_variant(&arm).ok_or_else(|| codec(format!("unknown pricing arm `{arm}`")))?,
+            express: row.try_get("express")?,
         },
         saga_id: row.try_get("saga_id")?,
         status: parse_status(status)?,

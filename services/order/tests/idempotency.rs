@@ -19,6 +19,7 @@ use chrono::TimeDelta;
 use contracts::{
     channels,
     inventory::{Availability, GetPetStatus, PetStatus, PetSummary},
+    pricing::PricingArm,
 };
 use http_body_util::BodyExt;
 use kit::ServiceContext;
@@ -106,6 +107,7 @@ impl Harness {
             bus,
             pet_lookup_timeout: PATIENCE,
             inventory_breaker: kit::resilience::CircuitBreaker::new("inventory_queries", Default::default()),
+            flags: ctx.flags.clone(),
         });
         kit::http::layers(app, &ctx.gate)
     }
@@ -215,6 +217,7 @@ on_both_storages!(
     customers_use_the_same_key_independently,
     a_malformed_key_is_refused,
     an_expired_key_places_a_new_order,
+    a_retry_after_the_flags_changed_replays_the_first_order_as_it_was_placed,
 );
 
 async fn a_retry_with_the_same_key_and_body_replays_the_first_order(h: Harness) {
@@ -371,5 +374,40 @@ async fn an_expired_key_places_a_new_order(h: Harness) {
     assert_eq!(h.orders_placed().await, 2);
     // One record is left for the key (the expired one was replaced), and it is purgeable.
     assert_eq!(h.store.clone().with_key_retention(TimeDelta::zero()).purge_expired_keys().await.expect("purge"), 1);
+    h.finish().await;
+}
+
+/// The project's flags with express orders on and the 10 % discount for everyone.
+fn express_and_discount_for_everyone() -> kit::flags::FlagSet {
+    let mut doc: Value = serde_json::from_str(include_str!("../../../config/flags.json")).expect("config/flags.json");
+    doc["flags"]["express_order_processing"]["defaultVariant"] = json!("on");
+    doc["flags"]["pricing_experiment"]["defaultVariant"] = json!("discount_10");
+    doc["flags"]["pricing_experiment"].as_object_mut().expect("a flag").remove("targeting");
+    kit::flags::FlagSet::parse(&doc.to_string()).expect("valid flags")
+}
+
+async fn a_retry_after_the_flags_changed_replays_the_first_order_as_it_was_placed(h: Harness) {
+    let body = order_body("goldfish-004", "1 Main St");
+    // alice is in the control arm of the shipped rollout, and express orders are off.
+    let first = h.post("alice", Some("before-the-edit"), &body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+
+    h.ctx.flags.replace(express_and_discount_for_everyone());
+    let retry = h.post("alice", Some("before-the-edit"), &body).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{retry:?}");
+    assert_eq!(retry.header(REPLAYED_HEADER), Some("true"), "the flags are not part of the request");
+    assert_eq!(retry.body, first.body);
+    assert_eq!(h.orders_placed().await, 1);
+    let order_of = |reply: &Reply| uuid::Uuid::parse_str(reply.order_id()).expect("a uuid");
+    let placed = h.store.get(order_of(&first)).await.expect("read").expect("the order");
+    let decided = (placed.details.amount, placed.details.pricing_arm, placed.details.express);
+    assert_eq!(decided, (Decimal::new(2500, 2), PricingArm::Control, false), "the order stays as it was placed");
+
+    // A new request is decided by the flags as they are now.
+    let next = h.post("alice", Some("after-the-edit"), &body).await;
+    assert_eq!(next.status, StatusCode::ACCEPTED, "{next:?}");
+    let placed = h.store.get(order_of(&next)).await.expect("read").expect("the order");
+    let decided = (placed.details.amount, placed.details.pricing_arm, placed.details.express);
+    assert_eq!(decided, (Decimal::new(2250, 2), PricingArm::Discount10, true));
     h.finish().await;
 }

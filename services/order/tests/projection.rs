@@ -4,20 +4,22 @@
 use contracts::{
     Address, PaymentMethod, SagaRef,
     order::{OrderDetails, RejectOrder},
+    pricing::PricingArm,
 };
 use messaging::{Envelope, MessageContext};
 use order::{Order, OrderEvent, OrderStatus, OrderStore, Placement};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-fn placed(customer: &str) -> OrderEvent {
+/// A `Placed` event for `customer`, priced by `pricing_arm`.
+fn placed(customer: &str, pricing_arm: PricingArm, express: bool) -> OrderEvent {
     OrderEvent::Placed {
         saga_id: Uuid::now_v7(),
         order: OrderDetails {
             order_id: Uuid::now_v7(),
             customer_id: customer.into(),
             pet_id: "goldfish-004".into(),
-            amount: Decimal::new(2500, 2),
+            amount: pricing_arm.price(Decimal::new(2500, 2)),
             currency: "USD".into(),
             shipping_address: Address {
                 street: "1 Main St".into(),
@@ -27,12 +29,15 @@ fn placed(customer: &str) -> OrderEvent {
             },
             payment_method: PaymentMethod::CreditCard,
             special_instructions: None,
+            pricing_arm,
+            express,
         },
     }
 }
 
-async fn place(store: &OrderStore, customer: &str) -> Order {
-    match store.place(placed(customer), &MessageContext::correlated("test"), None, None).await.expect("place") {
+async fn place(store: &OrderStore, customer: &str, pricing_arm: PricingArm, express: bool) -> Order {
+    let event = placed(customer, pricing_arm, express);
+    match store.place(event, &MessageContext::correlated("test"), None, None).await.expect("place") {
         Placement::Placed(order) => order,
         other => panic!("an order without a key is always placed, got {other:?}"),
     }
@@ -40,8 +45,8 @@ async fn place(store: &OrderStore, customer: &str) -> Order {
 
 async fn rebuild_gives_back_the_same_orders(store: OrderStore, wipe: impl AsyncFnOnce()) {
     let ctx = MessageContext::correlated("test");
-    let kept = place(&store, "a").await;
-    let cancelled = place(&store, "b").await;
+    let kept = place(&store, "a", PricingArm::Discount10, true).await;
+    let cancelled = place(&store, "b", PricingArm::Control, false).await;
     let reject = RejectOrder {
         saga: SagaRef { saga_id: cancelled.saga_id, order_id: cancelled.details.order_id },
         reason: "declined".into(),
@@ -55,6 +60,12 @@ async fn rebuild_gives_back_the_same_orders(store: OrderStore, wipe: impl AsyncF
         store.get(cancelled.details.order_id).await.expect("get"),
     );
     assert_eq!(before.1.as_ref().map(|o| o.status), Some(OrderStatus::Cancelled));
+    let kept_details = before.0.as_ref().map(|o| (o.details.pricing_arm, o.details.amount, o.details.express));
+    assert_eq!(
+        kept_details,
+        Some((PricingArm::Discount10, Decimal::new(2250, 2), true)),
+        "the flags' decisions are kept"
+    );
     assert_eq!(store.history(cancelled.details.order_id).await.expect("history").len(), 2);
 
     wipe().await;

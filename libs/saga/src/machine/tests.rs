@@ -18,6 +18,8 @@ fn order() -> OrderDetails {
         },
         payment_method: PaymentMethod::CreditCard,
         special_instructions: None,
+        pricing_arm: contracts::pricing::PricingArm::Control,
+        express: false,
     }
 }
 
