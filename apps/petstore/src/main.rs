@@ -73,6 +73,7 @@ async fn all_in_one(settings: Settings) -> anyhow::Result<()> {
     for name in SERVICES {
         services.push(start(&ctx, name).await?);
     }
+    services.push(persistence::flags::start(&ctx).await?);
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
     tracing::info!(address = %listener.local_addr()?, storage = ?ctx.settings.storage, "petstore (all-in-one) is listening");
@@ -94,10 +95,11 @@ async fn serve_one(settings: Settings, name: &str) -> anyhow::Result<()> {
     let addr = (settings.http.host.clone(), port);
     let ctx = ServiceContext::connect(settings).await?;
     let service = start(&ctx, name).await?;
+    let flags = persistence::flags::start(&ctx).await?;
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
     tracing::info!(service = name, address = %listener.local_addr()?, "listening");
-    ctx.run(listener, vec![service]).await?;
+    ctx.run(listener, vec![service, flags]).await?;
     Ok(())
 }
 

@@ -23,6 +23,9 @@ pub const DELIVERY_EVENTS: &str = "delivery-events";
 pub const NOTIFICATION_COMMANDS: &str = "notification-commands";
 /// Notification replies.
 pub const NOTIFICATION_EVENTS: &str = "notification-events";
+/// Announcements that an administrator changed a feature flag (pub/sub, read by every
+/// instance of every service).
+pub const FLAG_EVENTS: &str = "flag-events";
 
 /// Every channel the services use, for declaring them at start-up.
 pub const ALL: &[&str] = &[
@@ -37,4 +40,5 @@ pub const ALL: &[&str] = &[
     DELIVERY_EVENTS,
     NOTIFICATION_COMMANDS,
     NOTIFICATION_EVENTS,
+    FLAG_EVENTS,
 ];

@@ -8,10 +8,12 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub mod channels;
 pub mod delivery;
+pub mod flags;
 pub mod inventory;
 pub mod notification;
 pub mod order;
 pub mod payment;
+pub mod pricing;
 
 mod common;
 pub use common::{Address, PaymentMethod, SagaRef};

@@ -22,8 +22,12 @@ impl FlagSet {
     /// Reads a flagd flag-definition document. Any problem refuses the whole document, with the
     /// key path of the first offending key in the error.
     pub fn parse(json: &str) -> Result<Self, FlagError> {
-        let root: Value = serde_json::from_str(json)?;
-        let document = FlagDocument::from_json(&root)?;
+        Self::from_value(&serde_json::from_str(json)?)
+    }
+
+    /// [`FlagSet::parse`] for a document already read as JSON (one assembled from parts, say).
+    pub fn from_value(root: &Value) -> Result<Self, FlagError> {
+        let document = FlagDocument::from_json(root)?;
         let rules = document
             .flags()
             .iter()

@@ -116,7 +116,7 @@ impl AuditLog for MemoryAuditLog {
 }
 
 /// Now, to the microsecond: what PostgreSQL keeps and what a cursor holds.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 

@@ -14,6 +14,13 @@ pub struct PgAuditLog {
     pool: PgPool,
 }
 
+impl PgAuditLog {
+    /// The trail of the schema `pool` works in.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
 /// Writes `entry` with the caller's connection: inside its transaction, the entry commits or
 /// rolls back with the change it describes.
 pub async fn record(conn: &mut PgConnection, entry: &AuditEntry) -> Result<(), StoreError> {

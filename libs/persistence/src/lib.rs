@@ -4,6 +4,7 @@
 //! all-in-one mode).
 
 pub mod audit;
+pub mod flags;
 pub mod memory;
 mod per_saga;
 pub mod pg;

@@ -1,6 +1,7 @@
 //! The six services in this test process, each on its own port as in the distributed
 //! deployment, sharing a fresh PostgreSQL database and an in-process bus, and trusting a test
-//! OIDC issuer: every service checks tokens and evaluates flags itself.
+//! OIDC issuer: every service checks tokens and evaluates flags itself; `/admin/flags` is served
+//! on a port of its own (`flags`).
 
 use std::{
     collections::HashMap,
@@ -47,6 +48,12 @@ impl Stack {
             let (gate, shutdown) = (ctx.gate.clone(), ctx.shutdown.clone());
             tokio::spawn(async move { kit::serve(listener, vec![service], &gate, shutdown).await });
         }
+        // The flag administration, as every process of the deployment serves it.
+        let flags = persistence::flags::start(&ctx).await.expect("the flag service starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        urls.insert("flags", format!("http://{}", listener.local_addr().expect("address")));
+        let (gate, shutdown) = (ctx.gate.clone(), ctx.shutdown.clone());
+        tokio::spawn(async move { kit::serve(listener, vec![flags], &gate, shutdown).await });
         let db = PgPool::connect(&url).await.expect("connect");
         Self { ctx, urls, issuer, db, http: reqwest::Client::new() }
     }
