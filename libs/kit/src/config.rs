@@ -1,11 +1,14 @@
 //! Typed, layered configuration (see `config/enhanced_config.yaml` for the layers and every
-//! key). Unknown keys and invalid values fail start-up with the key's name.
+//! key). Unknown keys and invalid values fail start-up with the key's name. The files a
+//! configuration was read from are watched: [`crate::live`] applies the keys that may change
+//! at run time.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     num::NonZeroU32,
-    path::Path,
+    path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -54,6 +57,82 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Feature flags.
     pub flags: FlagSettings,
+    /// Where these settings were read from (not a key).
+    #[serde(skip)]
+    pub(crate) origin: Origin,
+}
+
+/// Where a [`Settings`] was read from: its files (to read them again) and its layers merged
+/// (to tell which keys a reload changes).
+#[derive(Clone, Default)]
+pub(crate) struct Origin {
+    /// The files and variables, when it was read from them (not from a test's YAML).
+    pub(crate) sources: Option<ConfigSources>,
+    /// Every key with its value, as the layers make it.
+    pub(crate) raw: Arc<serde_json::Value>,
+}
+
+impl std::fmt::Debug for Origin {
+    // The raw values hold secrets: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("sources", &self.sources).finish_non_exhaustive()
+    }
+}
+
+/// The layers a configuration is read from, over the embedded defaults (later wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigSources {
+    /// `config/<PETSTORE_ENV>.yaml`, when `PETSTORE_ENV` is set.
+    pub overlay: Option<PathBuf>,
+    /// The file `PETSTORE_CONFIG` names.
+    pub file: Option<PathBuf>,
+    /// Whether the `PETSTORE__SECTION__KEY` environment variables are laid over the files.
+    pub env_vars: bool,
+}
+
+impl ConfigSources {
+    /// What the environment names: `config/<PETSTORE_ENV>.yaml`, the `PETSTORE_CONFIG` file and
+    /// the `PETSTORE__…` variables.
+    pub fn from_env() -> Self {
+        Self {
+            overlay: std::env::var("PETSTORE_ENV").ok().map(|env| Path::new("config").join(format!("{env}.yaml"))),
+            file: std::env::var_os("PETSTORE_CONFIG").map(PathBuf::from),
+            env_vars: true,
+        }
+    }
+
+    /// `path` over the embedded defaults, without environment variables (tests, tools).
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self { overlay: None, file: Some(path.into()), env_vars: false }
+    }
+
+    /// The files, in the order they are laid.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.overlay.iter().chain(&self.file).cloned().collect()
+    }
+
+    /// Reads every layer and validates the result; the error names the key (or the missing
+    /// file).
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Yaml::string(DEFAULTS));
+        if let Some(path) = &self.overlay {
+            if !path.exists() {
+                let env = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+                return Err(ConfigError(format!("PETSTORE_ENV={env}: no file {}", path.display())));
+            }
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        if let Some(path) = &self.file {
+            if !path.exists() {
+                return Err(ConfigError(format!("PETSTORE_CONFIG={}: no such file", path.display())));
+            }
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        if self.env_vars {
+            figment = figment.merge(Env::prefixed("PETSTORE__").split("__"));
+        }
+        Settings::from_figment(figment, Some(self.clone()))
+    }
 }
 
 /// `flags`.
@@ -112,7 +191,7 @@ impl std::fmt::Debug for AuthSettings {
 }
 
 /// `rate_limits`: request quotas, per instance.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Routes without their own quota, for a caller with a valid token (per subject).
@@ -130,7 +209,7 @@ pub struct RateLimitSettings {
 }
 
 /// One quota: `requests` every `per`, with up to `burst` at once.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Requests allowed per period.
@@ -160,7 +239,7 @@ pub struct ResilienceSettings {
 }
 
 /// `resilience.circuit_breaker`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive failures that open a breaker.
@@ -353,7 +432,7 @@ pub struct PaymentSettings {
 /// `services.payment.provider`: how the provider is called, and how the built-in simulated
 /// provider behaves (it declines the `declined_card` test card and can be made slow or
 /// flaky to watch the circuit breaker work).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     /// Longest one call may take; a slower call counts as a failure.
@@ -392,32 +471,30 @@ pub struct DeliverySettings {
 
 impl Settings {
     /// Loads the layers: embedded defaults, `config/<PETSTORE_ENV>.yaml`, `PETSTORE_CONFIG`,
-    /// then `PETSTORE__…` variables.
+    /// then `PETSTORE__…` variables. The files are watched once a context is assembled.
     pub fn load() -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Yaml::string(DEFAULTS));
-        if let Ok(env) = std::env::var("PETSTORE_ENV") {
-            let path = Path::new("config").join(format!("{env}.yaml"));
-            if !path.exists() {
-                return Err(ConfigError(format!("PETSTORE_ENV={env}: no file {}", path.display())));
-            }
-            figment = figment.merge(Yaml::file(path));
-        }
-        if let Ok(path) = std::env::var("PETSTORE_CONFIG") {
-            if !Path::new(&path).exists() {
-                return Err(ConfigError(format!("PETSTORE_CONFIG={path}: no such file")));
-            }
-            figment = figment.merge(Yaml::file(path));
-        }
-        Self::from_figment(figment.merge(Env::prefixed("PETSTORE__").split("__")))
+        ConfigSources::from_env().load()
     }
 
-    /// The embedded defaults with `overrides` (YAML) on top: for tests and tools.
+    /// The embedded defaults with the file at `path` on top (no environment variables), as
+    /// `PETSTORE_CONFIG` would lay it; the file is watched once a context is assembled.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        ConfigSources::file(path).load()
+    }
+
+    /// The embedded defaults with `overrides` (YAML) on top: for tests and tools. Nothing is
+    /// watched: these settings never change.
     pub fn with_overrides(overrides: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::from(Yaml::string(DEFAULTS)).merge(Yaml::string(overrides)))
+        Self::from_figment(Figment::from(Yaml::string(DEFAULTS)).merge(Yaml::string(overrides)), None)
     }
 
-    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Self = figment.extract().map_err(|e| {
+    /// The layers these settings were read from; `None` for [`Settings::with_overrides`].
+    pub fn sources(&self) -> Option<&ConfigSources> {
+        self.origin.sources.as_ref()
+    }
+
+    fn from_figment(figment: Figment, sources: Option<ConfigSources>) -> Result<Self, ConfigError> {
+        let described = |e: figment::Error| {
             let key = e.path.join(".");
             let mut message = String::new();
             for (i, err) in e.into_iter().enumerate() {
@@ -427,13 +504,19 @@ impl Settings {
                 message.push_str(&err.kind.to_string());
             }
             ConfigError(if key.is_empty() { message } else { format!("{key}: {message}") })
-        })?;
+        };
+        let mut settings: Self = figment.extract().map_err(described)?;
         settings.validate()?;
+        let raw: serde_json::Value = figment.extract().map_err(described)?;
+        settings.origin = Origin { sources, raw: Arc::new(raw) };
         Ok(settings)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return err("log.level", &format!("not a tracing filter directive: {e}"));
+        }
         if self.storage == StorageKind::Postgres && self.database.url.is_empty() {
             return err("database.url", "required when storage is postgres");
         }
@@ -626,11 +709,25 @@ mod tests {
             ("rate_limits: { anonymous: { requests: 1, per: 0s, burst: 1 } }", "rate_limits.anonymous.per"),
             ("http: { cors: { allowed_origins: ['*'] } }", "http.cors.allowed_origins"),
             ("http: { body_limit: 0 }", "http.body_limit"),
+            ("log: { level: 'info,kit=loud' }", "log.level"),
         ];
         for (yaml, key) in cases {
             let err = Settings::with_overrides(yaml).expect_err(yaml).to_string();
             assert!(err.contains(key), "{yaml}: `{err}` does not name `{key}`");
         }
+    }
+
+    #[test]
+    fn a_file_is_laid_over_the_defaults_and_remembered_for_reloads() {
+        let path = std::env::temp_dir().join(format!("petstore-config-{}.yaml", uuid::Uuid::now_v7().simple()));
+        std::fs::write(&path, "http: { port: 9090 }").expect("write");
+        let s = Settings::from_file(&path).expect("loads");
+        assert_eq!((s.http.port, s.storage), (9090, StorageKind::Memory));
+        assert_eq!(s.sources().map(ConfigSources::files), Some(vec![path.clone()]));
+        assert!(Settings::with_overrides("{}").expect("defaults").sources().is_none(), "nothing to reload");
+        std::fs::remove_file(&path).expect("remove");
+        let missing = Settings::from_file(&path).expect_err("no file").to_string();
+        assert!(missing.contains("no such file"), "{missing}");
     }
 
     #[test]
@@ -644,12 +741,12 @@ mod tests {
     fn the_production_overlay_demands_an_issuer() {
         let overlay = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/production.yaml"))
             .expect("config/production.yaml");
-        let without = Settings::from_figment(Figment::from(Yaml::string(DEFAULTS)).merge(Yaml::string(&overlay)));
+        let without = Settings::from_figment(Figment::from(Yaml::string(DEFAULTS)).merge(Yaml::string(&overlay)), None);
         assert!(without.expect_err("no issuer").to_string().contains("auth.oidc_issuer_url"));
         let with = Figment::from(Yaml::string(DEFAULTS))
             .merge(Yaml::string(&overlay))
             .merge(Yaml::string("auth: { oidc_issuer_url: 'https://sso.example.com/realms/petstore' }\nmessaging: { kafka: { brokers: 'k:9092' } }"));
-        Settings::from_figment(with).expect("production with an issuer starts");
+        Settings::from_figment(with, None).expect("production with an issuer starts");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! counts in `petstore_circuit_breaker_transitions_total{breaker, to}`, every refused call in
 //! `petstore_circuit_breaker_rejections_total{breaker}`, and `/ready` shows it (a breaker is
 //! a soft check: open means degraded, not unready).
+//!
+//! A breaker made with [`CircuitBreaker::live`] reads its settings at every call, so a change
+//! of `resilience.circuit_breaker` in a watched configuration file applies to it at once (an
+//! open breaker keeps the pause it opened with).
 
 use std::{
     future::Future,
@@ -18,7 +22,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::Readiness;
+use crate::{Readiness, live::Live};
 
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,15 +98,26 @@ enum State {
 #[derive(Clone)]
 pub struct CircuitBreaker {
     name: &'static str,
-    settings: BreakerSettings,
+    settings: Live<BreakerSettings>,
     state: Arc<Mutex<State>>,
 }
 
 impl CircuitBreaker {
     /// A closed breaker named `name` (the `breaker` label and the `/ready` key).
     pub fn new(name: &'static str, settings: BreakerSettings) -> Self {
+        Self::live(name, Live::fixed(settings))
+    }
+
+    /// A closed breaker named `name` whose settings are read from `settings` at every call
+    /// (`ServiceContext::breaker_settings` follows the configuration in force).
+    pub fn live(name: &'static str, settings: Live<BreakerSettings>) -> Self {
         metrics::gauge!("petstore_circuit_breaker_state", "breaker" => name).set(0.0);
         Self { name, settings, state: Arc::new(Mutex::new(State::Closed { failures: 0 })) }
+    }
+
+    /// The settings it works with now.
+    pub fn settings(&self) -> BreakerSettings {
+        self.settings.get()
     }
 
     /// The breaker's name.
@@ -145,6 +160,7 @@ impl CircuitBreaker {
     }
 
     fn acquire<E>(&self) -> Result<(), BreakerError<E>> {
+        let settings = self.settings.get();
         let mut state = self.lock();
         let now = Instant::now();
         let refused = match &mut *state {
@@ -155,7 +171,7 @@ impl CircuitBreaker {
                 None
             }
             State::Open { until } => Some(*until - now),
-            State::HalfOpen { probes } if *probes < self.settings.half_open_probes => {
+            State::HalfOpen { probes } if *probes < settings.half_open_probes => {
                 *probes += 1;
                 None
             }
@@ -172,13 +188,14 @@ impl CircuitBreaker {
     }
 
     fn record(&self, success: bool) {
+        let settings = self.settings.get();
         let mut state = self.lock();
         match (&mut *state, success) {
             (State::Closed { failures }, true) => *failures = 0,
             (State::Closed { failures }, false) => {
                 *failures += 1;
-                if *failures >= self.settings.failure_threshold {
-                    *state = State::Open { until: Instant::now() + self.settings.open_for };
+                if *failures >= settings.failure_threshold {
+                    *state = State::Open { until: Instant::now() + settings.open_for };
                     self.changed(BreakerState::Open);
                 }
             }
@@ -187,7 +204,7 @@ impl CircuitBreaker {
                 self.changed(BreakerState::Closed);
             }
             (State::HalfOpen { .. }, false) => {
-                *state = State::Open { until: Instant::now() + self.settings.open_for };
+                *state = State::Open { until: Instant::now() + settings.open_for };
                 self.changed(BreakerState::Open);
             }
             // A call that started before the breaker opened: its outcome changes nothing.

@@ -9,7 +9,11 @@ use messaging::Backends;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Settings, http};
+use crate::{
+    Settings, http,
+    live::{Live, LiveSettings},
+    resilience::BreakerSettings,
+};
 
 /// A dependency `/ready` checks.
 #[async_trait]
@@ -40,8 +44,13 @@ impl Readiness for Backends {
 /// context (and so one memory bus); separate processes each build their own.
 #[derive(Clone)]
 pub struct ServiceContext {
-    /// Configuration.
+    /// Configuration as it was at start-up: what everything that does not change at run time
+    /// reads.
     pub settings: Arc<Settings>,
+    /// Configuration in force: the start-up settings with the keys of
+    /// [`crate::live::LIVE_KEYS`] as last reloaded from the watched files. What applies those
+    /// keys subscribes to it.
+    pub live: LiveSettings,
     /// Connected bus backends.
     pub backends: Backends,
     /// Fired by SIGTERM/Ctrl+C: stop taking work, finish what is in hand.
@@ -74,7 +83,16 @@ impl ServiceContext {
         let gate = http::Gate::new(&settings, &shutdown)?;
         let flags = crate::flags::Flags::load(&settings.flags)?;
         flags.watch(&shutdown)?;
-        Ok(Self { settings: Arc::new(settings), backends, shutdown, tasks: TaskTracker::new(), gate, flags })
+        let settings = Arc::new(settings);
+        let live = LiveSettings::watch(Arc::clone(&settings), &shutdown)?;
+        gate.limits.follow(&live, &shutdown);
+        crate::telemetry::follow_log_level(&live, &shutdown);
+        Ok(Self { settings, live, backends, shutdown, tasks: TaskTracker::new(), gate, flags })
+    }
+
+    /// `resilience.circuit_breaker` in force, for [`crate::resilience::CircuitBreaker::live`].
+    pub fn breaker_settings(&self) -> Live<BreakerSettings> {
+        self.live.section(|s| s.resilience.circuit_breaker.into())
     }
 
     /// Closes `bus` when shutdown fires: its consumers finish the message in hand and leave

@@ -59,7 +59,7 @@ pub async fn start_with_store(ctx: &ServiceContext) -> Result<(Service, OrderSto
         store: store.clone(),
         bus,
         pet_lookup_timeout: Duration::from_millis(ctx.settings.services.order.pet_lookup_timeout_ms),
-        inventory_breaker: CircuitBreaker::new("inventory_queries", ctx.settings.resilience.circuit_breaker.into()),
+        inventory_breaker: CircuitBreaker::live("inventory_queries", ctx.breaker_settings()),
         flags: ctx.flags.clone(),
     };
     let state_breaker = state.inventory_breaker.clone();

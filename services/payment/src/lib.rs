@@ -29,10 +29,16 @@ pub const SERVICE: &str = "payment";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../db/payment");
 
 /// Opens storage, starts the outbox relay and the command consumer, with the simulated
-/// provider `services.payment.provider` describes (and the fault flags steer).
+/// provider `services.payment.provider` describes (and the fault flags steer). The provider's
+/// settings and the breaker's follow the configuration in force (`ctx.live`).
 pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
-    let simulated = SimulatedProvider::new(&ctx.settings.services.payment.provider).with_fault_flags(ctx.flags.clone());
+    let simulated = SimulatedProvider::live(provider_settings(ctx)).with_fault_flags(ctx.flags.clone());
     start_with_provider(ctx, Arc::new(simulated)).await
+}
+
+/// `services.payment.provider` in force.
+fn provider_settings(ctx: &ServiceContext) -> kit::live::Live<kit::config::ProviderSettings> {
+    ctx.live.section(|s| s.services.payment.provider.clone())
 }
 
 /// Like [`start`], charging through `provider` (another provider, or a test's).
@@ -41,8 +47,8 @@ pub async fn start_with_provider(
     provider: Arc<dyn PaymentProvider>,
 ) -> Result<Service, StartError> {
     let (storage, bus) = open_service(ctx, SERVICE, SERVICE, &MIGRATOR, Default::default).await?;
-    let breaker = CircuitBreaker::new("payment_provider", ctx.settings.resilience.circuit_breaker.into());
-    let provider = GuardedProvider::new(provider, &ctx.settings.services.payment.provider, breaker.clone());
+    let breaker = CircuitBreaker::live("payment_provider", ctx.breaker_settings());
+    let provider = GuardedProvider::live(provider, provider_settings(ctx), breaker.clone());
     let handler =
         CommandHandler { store: PaymentStore::new(storage.clone()), provider, source: bus.source().to_owned() };
     bus.subscribe(channels::PAYMENT_COMMANDS, SERVICE, handler)

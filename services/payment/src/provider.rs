@@ -10,6 +10,10 @@
 //! backoff and jitter, and the `payment_provider` circuit breaker. While the provider cannot
 //! be reached the charge is declined at once with a clear reason, so the saga compensates in
 //! seconds and releases the pet instead of waiting out its step deadline.
+//!
+//! Started by the service, both read `services.payment.provider` in force at every charge: a
+//! change in a watched configuration file (timeout, attempts, simulated latency and failure
+//! rate) applies to the next charge without a restart.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,6 +22,7 @@ use contracts::{PaymentMethod, channels, payment::ProcessPayment};
 use kit::{
     config::ProviderSettings,
     flags::{EvaluationContext, Flags},
+    live::Live,
     resilience::{BreakerError, CircuitBreaker},
 };
 use messaging::RetryPolicy;
@@ -52,15 +57,20 @@ pub trait PaymentProvider: Send + Sync + 'static {
 /// evaluated per charge for its customer. The faults act here, inside the provider, so the
 /// guard's timeout, retries and circuit breaker meet them as they would a real outage.
 pub struct SimulatedProvider {
-    latency: Duration,
-    failure_rate: f64,
+    settings: Live<ProviderSettings>,
     flags: Option<Flags>,
 }
 
 impl SimulatedProvider {
     /// The provider `services.payment.provider` describes, without fault flags.
     pub fn new(settings: &ProviderSettings) -> Self {
-        Self { latency: Duration::from_millis(settings.latency_ms), failure_rate: settings.failure_rate, flags: None }
+        Self::live(Live::fixed(settings.clone()))
+    }
+
+    /// The provider the settings in force describe at each charge (see
+    /// `kit::live::LiveSettings::section`), without fault flags.
+    pub fn live(settings: Live<ProviderSettings>) -> Self {
+        Self { settings, flags: None }
     }
 
     /// The same provider, also obeying the fault flags of `flags`.
@@ -72,12 +82,14 @@ impl SimulatedProvider {
 
     /// The latency and failure rate in force for `charge`.
     fn faults(&self, charge: &ProcessPayment) -> (Duration, f64) {
-        let Some(flags) = &self.flags else { return (self.latency, self.failure_rate) };
+        let settings = self.settings.get();
+        let (latency, failure_rate) = (Duration::from_millis(settings.latency_ms), settings.failure_rate);
+        let Some(flags) = &self.flags else { return (latency, failure_rate) };
         let context =
             EvaluationContext::for_key(charge.customer_id.as_str()).with("channel", channels::PAYMENT_COMMANDS);
         let extra_ms = flags.number("fault_payment_latency_ms", &context).clamp(0.0, 60_000.0);
         let rate = flags.number("fault_payment_failure_rate", &context).clamp(0.0, 1.0);
-        (self.latency + Duration::from_millis(extra_ms as u64), self.failure_rate.max(rate))
+        (latency + Duration::from_millis(extra_ms as u64), failure_rate.max(rate))
     }
 }
 
@@ -103,8 +115,7 @@ impl PaymentProvider for SimulatedProvider {
 pub struct GuardedProvider {
     provider: Arc<dyn PaymentProvider>,
     breaker: CircuitBreaker,
-    timeout: Duration,
-    retry: RetryPolicy,
+    settings: Live<ProviderSettings>,
 }
 
 /// The start of the reason a charge is declined with when the provider cannot be reached.
@@ -113,12 +124,13 @@ pub const UNAVAILABLE: &str = "payment provider unavailable";
 impl GuardedProvider {
     /// Guards `provider` as `settings` say, with `breaker` in front of it.
     pub fn new(provider: Arc<dyn PaymentProvider>, settings: &ProviderSettings, breaker: CircuitBreaker) -> Self {
-        Self {
-            provider,
-            breaker,
-            timeout: Duration::from_millis(settings.timeout_ms),
-            retry: RetryPolicy { max_attempts: settings.max_attempts, initial_backoff_ms: 100, max_backoff_ms: 2_000 },
-        }
+        Self::live(provider, Live::fixed(settings.clone()), breaker)
+    }
+
+    /// Guards `provider` as the settings in force at each charge say, with `breaker` in front
+    /// of it.
+    pub fn live(provider: Arc<dyn PaymentProvider>, settings: Live<ProviderSettings>, breaker: CircuitBreaker) -> Self {
+        Self { provider, breaker, settings }
     }
 
     /// The breaker, for `/ready`.
@@ -130,12 +142,15 @@ impl GuardedProvider {
     /// allowed, or whose breaker is open, declines the charge with a reason starting with
     /// [`UNAVAILABLE`]: nothing is taken and the customer may order again.
     pub async fn authorize(&self, charge: &ProcessPayment) -> Verdict {
+        let settings = self.settings.get();
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let retry = RetryPolicy { max_attempts: settings.max_attempts, initial_backoff_ms: 100, max_backoff_ms: 2_000 };
         let mut attempt = 1;
         loop {
             let call = async {
-                tokio::time::timeout(self.timeout, self.provider.authorize(charge))
+                tokio::time::timeout(timeout, self.provider.authorize(charge))
                     .await
-                    .unwrap_or_else(|_| Err(Unavailable(format!("no answer within {:?}", self.timeout))))
+                    .unwrap_or_else(|_| Err(Unavailable(format!("no answer within {timeout:?}"))))
             };
             let error = match self.breaker.call(call).await {
                 Ok(verdict) => {
@@ -149,10 +164,10 @@ impl GuardedProvider {
                 Err(BreakerError::Failed(e)) => e,
             };
             count("failed");
-            if attempt >= self.retry.max_attempts {
+            if attempt >= retry.max_attempts {
                 return Verdict::Declined(format!("{UNAVAILABLE}: {error}"));
             }
-            let backoff = self.retry.backoff(attempt);
+            let backoff = retry.backoff(attempt);
             warn!(saga_id = %charge.saga.saga_id, attempt, %error, ?backoff, "payment provider call failed; retrying");
             tokio::time::sleep(backoff).await;
             attempt += 1;

@@ -4,6 +4,8 @@
 //! its pause one probe goes through — a failing probe opens it again, a succeeding one closes
 //! it — and a saga declined during the outage is never charged later.
 
+mod common;
+
 use std::{
     sync::{
         Arc,
@@ -13,18 +15,15 @@ use std::{
 };
 
 use async_trait::async_trait;
+use common::{Orchestrator, PATIENCE, failure_reason};
 use contracts::{
-    Message, PaymentMethod, SagaRef, channels,
-    payment::{PaymentFailed, PaymentProcessed, ProcessPayment},
+    SagaRef,
+    payment::{PaymentProcessed, ProcessPayment},
 };
 use kit::Readiness;
-use messaging::{Bus, Envelope, MessageContext};
+use messaging::Envelope;
 use payment::{PaymentProvider, UNAVAILABLE, Unavailable, Verdict};
 use rust_decimal::Decimal;
-use tokio::sync::mpsc;
-use uuid::Uuid;
-
-const PATIENCE: Duration = Duration::from_secs(15);
 /// How long the breaker stays open in this test.
 const OPEN_FOR: Duration = Duration::from_millis(800);
 
@@ -50,8 +49,7 @@ impl PaymentProvider for Switchable {
 struct Harness {
     provider: Arc<Switchable>,
     breaker: Arc<dyn Readiness>,
-    bus: Bus,
-    replies: mpsc::UnboundedReceiver<Envelope>,
+    orchestrator: Orchestrator,
     db: sqlx::PgPool,
     _ctx: kit::ServiceContext,
 }
@@ -66,60 +64,20 @@ impl Harness {
         let (ctx, url) = kit::testing::postgres_context(&overrides).await;
         let provider = Arc::new(Switchable::default());
         let service = payment::start_with_provider(&ctx, provider.clone()).await.expect("the payment service starts");
-        let breaker = service
-            .readiness
-            .iter()
-            .find(|check| check.name() == "payment_provider")
-            .expect("the breaker is a readiness check")
-            .clone();
-        let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, "orchestrator", ctx.shutdown.clone())
-            .await
-            .expect("the orchestrator's bus");
-        let (tx, replies) = mpsc::unbounded_channel();
-        bus.subscribe(channels::PAYMENT_EVENTS, "test-observer", move |env: Envelope| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(env);
-                Ok(())
-            }
-        })
-        .await
-        .expect("observe payment events");
+        let breaker = common::breaker(&service);
+        let orchestrator = Orchestrator::join(&ctx).await;
         let db = sqlx::PgPool::connect(&url).await.expect("connect to the test database");
-        Self { provider, breaker, bus, replies, db, _ctx: ctx }
+        Self { provider, breaker, orchestrator, db, _ctx: ctx }
     }
 
-    /// Sends `ProcessPayment` for `saga` (a new message each time, as the orchestrator's
-    /// re-sends are) and returns the payment service's reply.
+    /// Sends `ProcessPayment` for `saga` and returns the payment service's reply.
     async fn charge(&mut self, saga: SagaRef) -> Envelope {
-        let command = ProcessPayment {
-            saga,
-            customer_id: "customer-1".into(),
-            amount: Decimal::new(2_500, 2),
-            currency: "USD".into(),
-            payment_method: PaymentMethod::CreditCard,
-        };
-        let envelope = Envelope::from_message("/petstore/orchestrator", &command, &MessageContext::correlated("test"))
-            .expect("encode");
-        self.bus.send(channels::PAYMENT_COMMANDS, &envelope).await.expect("send");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reply = tokio::time::timeout(left, self.replies.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no reply for saga {} within {PATIENCE:?}", saga.saga_id))
-                .expect("observer running");
-            let data: serde_json::Value = serde_json::from_slice(&reply.data).expect("json");
-            if data["saga_id"] == saga.saga_id.to_string() {
-                return reply;
-            }
-        }
+        self.orchestrator.charge(saga).await
     }
 
     /// Charges a new saga and returns its reply.
     async fn charge_new(&mut self) -> (SagaRef, Envelope) {
-        let saga = SagaRef { saga_id: Uuid::now_v7(), order_id: Uuid::now_v7() };
-        (saga, self.charge(saga).await)
+        self.orchestrator.charge_new().await
     }
 
     fn calls(&self) -> usize {
@@ -152,11 +110,6 @@ impl Harness {
             .await
             .expect("the payment is recorded")
     }
-}
-
-fn failure_reason(reply: &Envelope) -> String {
-    assert!(reply.is::<PaymentFailed>(), "expected {}, got {}", PaymentFailed::TYPE, reply.event_type);
-    reply.decode::<PaymentFailed>().expect("decode").reason
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,12 +6,15 @@
 //! configuration would need a layer on every route of every service, while one middleware
 //! here looks the route's quota up. Limits are per instance: two instances of a service
 //! let twice the traffic through.
+//!
+//! A change of `rate_limits` in a watched configuration file ([`crate::live`]) rebuilds the
+//! limiters with the new quotas: callers start again with a full burst.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -31,6 +34,7 @@ use super::{ApiError, ProblemType};
 use crate::{
     auth::Principal,
     config::{RateLimit, RateLimitSettings},
+    live::LiveSettings,
 };
 
 type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -57,10 +61,11 @@ impl Policy {
     }
 }
 
-/// Every quota of this process.
+/// Every quota of this process. Clones share the quotas, and a change ([`RateLimits::update`])
+/// applies to every clone.
 #[derive(Clone)]
 pub struct RateLimits {
-    inner: Arc<Inner>,
+    inner: Arc<RwLock<Arc<Inner>>>,
 }
 
 struct Inner {
@@ -70,9 +75,8 @@ struct Inner {
     trusted_proxies: Vec<IpAddr>,
 }
 
-impl RateLimits {
-    /// The quotas of `settings`; forgets idle callers every minute until `shutdown`.
-    pub fn new(settings: &RateLimitSettings, shutdown: &CancellationToken) -> Self {
+impl Inner {
+    fn new(settings: &RateLimitSettings) -> Self {
         let routes = settings
             .routes
             .iter()
@@ -81,14 +85,19 @@ impl RateLimits {
                 Some(((Method::from_bytes(method.as_bytes()).ok()?, path.to_owned()), Policy::new(limit)))
             })
             .collect();
-        let limits = Self {
-            inner: Arc::new(Inner {
-                routes,
-                authenticated: Policy::new(&settings.authenticated),
-                anonymous: Policy::new(&settings.anonymous),
-                trusted_proxies: settings.trusted_proxies.clone(),
-            }),
-        };
+        Self {
+            routes,
+            authenticated: Policy::new(&settings.authenticated),
+            anonymous: Policy::new(&settings.anonymous),
+            trusted_proxies: settings.trusted_proxies.clone(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// The quotas of `settings`; forgets idle callers every minute until `shutdown`.
+    pub fn new(settings: &RateLimitSettings, shutdown: &CancellationToken) -> Self {
+        let limits = Self { inner: Arc::new(RwLock::new(Arc::new(Inner::new(settings)))) };
         let sweeping = Arc::downgrade(&limits.inner);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -98,7 +107,8 @@ impl RateLimits {
                     () = shutdown.cancelled() => return,
                     _ = every.tick() => {}
                 }
-                let Some(inner) = sweeping.upgrade() else { return };
+                let Some(limits) = sweeping.upgrade() else { return };
+                let inner = Self { inner: limits }.current();
                 for policy in inner.routes.values().chain([&inner.authenticated, &inner.anonymous]) {
                     policy.limiter.retain_recent();
                     policy.limiter.shrink_to_fit();
@@ -106,6 +116,32 @@ impl RateLimits {
             }
         });
         limits
+    }
+
+    /// Puts the quotas of `settings` in force, with new limiters: every caller starts again
+    /// with the full burst of its new quota.
+    pub fn update(&self, settings: &RateLimitSettings) {
+        let inner = Arc::new(Inner::new(settings));
+        match self.inner.write() {
+            Ok(mut current) => *current = inner,
+            Err(poisoned) => *poisoned.into_inner() = inner,
+        }
+        tracing::info!("rate limits changed");
+    }
+
+    /// Applies every change of `rate_limits` in `live`, until `shutdown`.
+    pub fn follow(&self, live: &LiveSettings, shutdown: &CancellationToken) {
+        let limits = self.clone();
+        live.follow(shutdown, |s| s.rate_limits.clone(), move |quotas| limits.update(quotas));
+    }
+
+    /// The quotas in force.
+    fn current(&self) -> Arc<Inner> {
+        // Replaced whole, never left half-changed: a poisoned lock holds a good value.
+        match self.inner.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
     /// Who the request counts against: `sub:<subject>`, or `ip:<client address>`.
@@ -120,7 +156,8 @@ impl RateLimits {
     /// nearest address in `X-Forwarded-For` that is not one of the trusted proxies.
     fn client_ip(&self, request: &Request) -> Option<IpAddr> {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
-        let trusted = |ip: &IpAddr| self.inner.trusted_proxies.contains(ip);
+        let inner = self.current();
+        let trusted = |ip: &IpAddr| inner.trusted_proxies.contains(ip);
         if !trusted(&peer) {
             return Some(peer);
         }
@@ -138,7 +175,7 @@ impl RateLimits {
         authenticated: bool,
         key: &String,
     ) -> Result<[(HeaderName, HeaderValue); 2], ApiError> {
-        let inner = &self.inner;
+        let inner = self.current();
         let policy = route
             .and_then(|r| inner.routes.get(&(method.clone(), r.to_owned())))
             .unwrap_or(if authenticated { &inner.authenticated } else { &inner.anonymous });

@@ -8,6 +8,9 @@
 //!   OTLP/HTTP when `tracing.otlp_endpoint` is set. Context crosses HTTP (`traceparent`) and
 //!   every message (`messaging::trace`).
 //! - **Metrics**: a Prometheus recorder, served on `/metrics`.
+//!
+//! The log filter is swapped at run time when `log.level` changes in a watched configuration
+//! file ([`crate::live`]).
 
 mod logs;
 mod traces;
@@ -15,9 +18,10 @@ mod traces;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter, fmt, prelude::*};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter, fmt, prelude::*, reload};
 
-use crate::{Settings, config::LogFormat};
+use crate::{Settings, config::LogFormat, live::LiveSettings};
 
 /// What [`init`] installed; dropping it sends the spans not yet exported (call it last in
 /// `main`, after the service has shut down).
@@ -35,12 +39,13 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global `tracing` subscriber for `service`: the log output (filtered by
-/// `RUST_LOG`, else `log.level`) and, when `tracing.otlp_endpoint` is set, the OpenTelemetry
-/// layer (info spans and above, whatever the log level, so traces stay whole when logs are
-/// quiet). Later calls install
-/// nothing and return an empty guard.
+/// `RUST_LOG`, else `log.level`; a later change of `log.level` replaces either, see
+/// [`set_log_level`]) and, when `tracing.otlp_endpoint` is set, the OpenTelemetry layer (info
+/// spans and above, whatever the log level, so traces stay whole when logs are quiet). Later
+/// calls install nothing and return an empty guard.
 pub fn init(settings: &Settings, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
     let logs = match settings.log.format {
         LogFormat::Json => logs::JsonLogs::new(service).with_filter(filter).boxed(),
         LogFormat::Pretty => fmt::layer().compact().with_filter(filter).boxed(),
@@ -61,6 +66,7 @@ pub fn init(settings: &Settings, service: &str) -> Telemetry {
     if tracing_subscriber::registry().with(logs).with(spans).try_init().is_err() {
         return Telemetry { tracer: None };
     }
+    let _ = LOG_FILTER.set(handle);
     tracing::info!(
         service,
         environment = %settings.environment,
@@ -68,6 +74,37 @@ pub fn init(settings: &Settings, service: &str) -> Telemetry {
         "telemetry initialised"
     );
     Telemetry { tracer }
+}
+
+/// The log filter of the subscriber [`init`] installed, swappable.
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// The log filter in force (its directives), or `None` when [`init`] installed no subscriber.
+pub fn log_filter() -> Option<String> {
+    LOG_FILTER.get()?.with_current(ToString::to_string).ok()
+}
+
+/// Filters the logs by `directive` (a `tracing` `EnvFilter` directive such as
+/// `info,order=debug`) from now on. Without a subscriber of [`init`]'s, nothing changes.
+pub fn set_log_level(directive: &str) -> Result<(), String> {
+    let filter = EnvFilter::builder().parse(directive).map_err(|e| format!("log.level: {e}"))?;
+    let Some(handle) = LOG_FILTER.get() else { return Ok(()) };
+    handle.reload(filter).map_err(|e| format!("log.level: {e}"))?;
+    tracing::info!(level = directive, "log filter changed");
+    Ok(())
+}
+
+/// Applies every change of `log.level` in `live` to the log filter, until `shutdown`.
+pub fn follow_log_level(live: &LiveSettings, shutdown: &CancellationToken) {
+    live.follow(
+        shutdown,
+        |s| s.log.level.clone(),
+        |level| {
+            if let Err(error) = set_log_level(level) {
+                tracing::error!(%error, "log filter not changed");
+            }
+        },
+    );
 }
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

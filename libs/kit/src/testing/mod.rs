@@ -64,7 +64,17 @@ async fn drop_stale_test_databases(admin: &mut sqlx::PgConnection) {
 /// token and task tracker.
 pub async fn context(overrides: &str) -> ServiceContext {
     crate::telemetry::metrics_handle();
-    let settings = Settings::with_overrides(overrides).expect("test settings");
+    assembled(Settings::with_overrides(overrides).expect("test settings")).await
+}
+
+/// A context from the embedded defaults with the YAML file at `path` over them, watched as a
+/// process's `PETSTORE_CONFIG` file is: its live keys apply when it changes.
+pub async fn file_context(path: &std::path::Path) -> ServiceContext {
+    crate::telemetry::metrics_handle();
+    assembled(Settings::from_file(path).expect("test settings")).await
+}
+
+async fn assembled(settings: Settings) -> ServiceContext {
     let backends = Backends::connect(&settings.messaging).await.expect("bus backends");
     ServiceContext::assemble(settings, backends, CancellationToken::new()).expect("test gate")
 }

@@ -1,0 +1,64 @@
+//! Watching files for changes (inotify on Linux): what reloads the flag file and the
+//! configuration files.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use notify::Watcher as _;
+use tokio_util::sync::CancellationToken;
+
+/// Calls `on_change` whenever one of `files` changes (an edit in place, or an editor's rename
+/// over it), until `shutdown`. The files' directories are watched, not the files: a rename
+/// over a file would end a watch on the file itself. After a change the watcher waits
+/// `settle` for the writer to finish; the events of that time make one call. Without files
+/// nothing is watched.
+pub(crate) fn on_change(
+    files: &[PathBuf],
+    settle: Duration,
+    shutdown: &CancellationToken,
+    mut on_change: impl FnMut() + Send + 'static,
+) -> Result<(), String> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| f.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let names: Vec<OsString> = files.iter().filter_map(|f| f.file_name().map(ToOwned::to_owned)).collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let shown = || dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", shown()))?;
+    for dir in &dirs {
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    }
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _watcher = watcher; // watches as long as this task lives
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = rx.recv() => if changed.is_none() { return },
+            }
+            // Let the writer finish: editors write in several steps.
+            tokio::time::sleep(settle).await;
+            while rx.try_recv().is_ok() {}
+            on_change();
+        }
+    });
+    Ok(())
+}
