@@ -70,6 +70,14 @@ const CATALOGUE: &[&str] = &[
     "petstore_auth_rejections_total",
     "petstore_rate_limited_total",
     "petstore_jwks_fetches_total",
+    // configuration live reload (kit): changed configuration files refused
+    "petstore_config_reload_failures_total",
+    // feature flags (kit): evaluations by flag and variant, refused flag files or overrides,
+    // admin changes not announced, and failures injected by fault_handler_failure_rate
+    "petstore_flag_evaluations_total",
+    "petstore_flag_reload_failures_total",
+    "petstore_flag_announcements_failed_total",
+    "petstore_faults_injected_total",
 ];
 
 /// Metrics a healthy run does not export: each appears on its first increment, that is when
@@ -90,6 +98,10 @@ const ABSENT_WHEN_HEALTHY: &[&str] = &[
     "petstore_reservations_expired_total",        // a saga held a pet past its reservation's TTL
     "petstore_rate_limited_total",                // a caller went over its route's quota (429)
     "petstore_jwks_fetches_total",                // keys fetched from an OIDC issuer (the cluster signs HS256)
+    "petstore_config_reload_failures_total",      // a changed configuration file was invalid
+    "petstore_flag_reload_failures_total",        // a flag file edit or stored override was refused
+    "petstore_flag_announcements_failed_total",   // an admin flag change could not be announced
+    "petstore_faults_injected_total",             // a fault drill failed a handler on purpose
 ];
 
 /// Series Prometheus makes itself rather than scrapes.

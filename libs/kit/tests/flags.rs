@@ -58,3 +58,59 @@ fn evaluations_are_counted_per_flag_and_variant() {
         "{metrics}"
     );
 }
+
+/// `petstore_flag_reload_failures_total` as rendered now (0 before the first failure).
+fn reload_failures(handle: &metrics_exporter_prometheus::PrometheusHandle) -> u64 {
+    handle
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("petstore_flag_reload_failures_total ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_the_flag_file_is_in_force_within_a_second_and_an_invalid_one_changes_nothing() {
+    let handle = kit::telemetry::metrics_handle().expect("the recorder");
+    let dir = std::env::temp_dir().join(format!("petstore-flags-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("flags.json");
+    let project: serde_json::Value =
+        serde_json::from_str(include_str!("../../../config/flags.json")).expect("project flags");
+    let caching = |variant: &str| {
+        let mut doc = project.clone();
+        doc["flags"]["redis_caching"]["defaultVariant"] = serde_json::json!(variant);
+        doc.to_string()
+    };
+    std::fs::write(&file, caching("on")).expect("write");
+    let flags = Flags::load(&settings(&file)).expect("valid flags");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    flags.watch(&shutdown).expect("watching");
+    let on = || flags.enabled("redis_caching", &context_of(None));
+    assert!(on());
+
+    std::fs::write(&file, caching("off")).expect("edit");
+    let edited = std::time::Instant::now();
+    while on() {
+        assert!(edited.elapsed() < std::time::Duration::from_secs(1), "the edit is not in force after a second");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Refused whole: the last good set stays in force, and the refusal is counted.
+    let failures = reload_failures(&handle);
+    std::fs::write(&file, caching("maybe")).expect("invalid edit");
+    let edited = std::time::Instant::now();
+    while reload_failures(&handle) == failures {
+        assert!(edited.elapsed() < std::time::Duration::from_secs(5), "the invalid edit was not refused");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!on(), "the previous value keeps working");
+
+    std::fs::write(&file, caching("on")).expect("fix");
+    let edited = std::time::Instant::now();
+    while !on() {
+        assert!(edited.elapsed() < std::time::Duration::from_secs(1), "the fixed file is not in force after a second");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}

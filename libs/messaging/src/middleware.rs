@@ -55,7 +55,8 @@ impl<'a> Delivered<'a> {
         self.original
     }
 
-    /// Handler attempts made so far.
+    /// Attempts made so far: runs of what [`Retry`] retries (the layers added with
+    /// [`crate::Bus::add_middleware`] and the handler), counted whichever of them failed.
     pub fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
     }
@@ -89,10 +90,7 @@ impl<'a> Next<'a> {
     pub async fn run(self, message: Envelope, delivered: &Delivered<'_>) -> Result<(), HandlerError> {
         match self.layers.split_first() {
             Some((layer, rest)) => layer.call(message, delivered, Next { layers: rest, handler: self.handler }).await,
-            None => {
-                delivered.attempts.fetch_add(1, Ordering::Relaxed);
-                self.handler.handle(message).await
-            }
+            None => self.handler.handle(message).await,
         }
     }
 }
@@ -231,6 +229,7 @@ impl Middleware for Retry {
     async fn call(&self, message: Envelope, d: &Delivered<'_>, next: Next<'_>) -> Result<(), HandlerError> {
         // The first attempt takes the message as it is; only a retry copies the original.
         let mut attempt = 1;
+        d.attempts.fetch_add(1, Ordering::Relaxed);
         let mut result = next.run(message, d).await;
         loop {
             match result {
@@ -243,6 +242,7 @@ impl Middleware for Retry {
                         () = tokio::time::sleep(self.0.backoff(attempt)) => {}
                     }
                     attempt += 1;
+                    d.attempts.fetch_add(1, Ordering::Relaxed);
                     result = next.run(d.original().clone(), d).await;
                 }
                 other => return other,

@@ -33,8 +33,9 @@ pub trait Records: Send + Sync + 'static {
 /// reply to send.
 pub type Decision<R> = (Option<R>, Outgoing);
 
-/// Opens a service's storage and its handle on the bus, starts its outbox relay and closes
-/// the bus on shutdown: what every service does before it subscribes and serves.
+/// Opens a service's storage and its handle on the bus (with the handler-failure drill of
+/// the flags in its middleware), starts its outbox relay and closes the bus on shutdown: what
+/// every service does before it subscribes and serves.
 pub async fn open_service<S: Send + 'static>(
     ctx: &ServiceContext,
     service: &'static str,
@@ -47,6 +48,8 @@ pub async fn open_service<S: Send + 'static>(
     let bus = Bus::new(&ctx.backends, &ctx.settings.messaging, service, ctx.shutdown.clone())
         .await
         .map_err(StartError::at(service, "joining the bus"))?;
+    // Drills of `fault_handler_failure_rate` fail this service's handlers where they run.
+    bus.add_middleware(kit::flags::faults::HandlerFaults::new(ctx.flags.clone()));
     storage.start_relay(&bus, service, ctx);
     ctx.close_on_shutdown(&bus);
     Ok((storage, bus))

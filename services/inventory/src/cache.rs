@@ -13,6 +13,11 @@
 //!
 //! The cache is never a reason to fail a request: a Redis error or timeout is logged, counted
 //! in `petstore_cache_errors_total` and treated as a miss (the catalog is read from storage).
+//!
+//! The `fault_cache_outage` flag drills a cache outage: while it is on, every read and fill
+//! fails as an unanswered Redis call does — through the `catalog_cache` breaker, which opens —
+//! and `/ready` reports the cache down. Invalidations still go through, so that no entry
+//! cached before the drill is served stale after it.
 
 use std::{
     collections::HashMap,
@@ -27,7 +32,8 @@ use async_trait::async_trait;
 use kit::{
     Readiness,
     config::{CacheBackend, CacheSettings},
-    resilience::{BreakerError, BreakerSettings, CircuitBreaker},
+    flags::{EvaluationContext, Flags},
+    resilience::{BreakerError, CircuitBreaker},
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
@@ -45,6 +51,28 @@ const MEMORY_MAX_ENTRIES: usize = 10_000;
 /// still `ARGV[1]`.
 const PUT_IF_GENERATION: &str = "if (redis.call('GET', KEYS[1]) or '0') == ARGV[1] then \
                                  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0";
+
+/// The flag that drills a cache outage.
+pub const OUTAGE_FLAG: &str = "fault_cache_outage";
+
+/// What a drilled outage answers in place of Redis.
+const DRILLED: &str = "fault_cache_outage is on: the cache does not answer";
+
+/// The `fault_cache_outage` drill of one cache: none in tests that build a bare cache.
+#[derive(Clone, Default)]
+pub struct OutageDrill(Option<Flags>);
+
+impl OutageDrill {
+    /// Whether the outage is being drilled now.
+    fn on(&self) -> bool {
+        self.0.as_ref().is_some_and(|flags| flags.enabled(OUTAGE_FLAG, &EvaluationContext::new()))
+    }
+
+    /// `Err` while the outage is drilled.
+    fn check(&self) -> Result<(), String> {
+        if self.on() { Err(DRILLED.to_owned()) } else { Ok(()) }
+    }
+}
 
 /// The cache could not be set up (an invalid Redis URL).
 #[derive(Debug, thiserror::Error)]
@@ -136,24 +164,33 @@ impl MemoryCache {
 #[derive(Clone)]
 pub enum CatalogCache {
     /// In process memory: correct for one process (the all-in-one mode).
-    Memory(Arc<MemoryCache>, Keyspace),
+    Memory(Arc<MemoryCache>, Keyspace, OutageDrill),
     /// Redis, shared by every inventory instance; reconnects by itself. Reads go through a
     /// circuit breaker (`catalog_cache`): while Redis keeps failing they skip it at once instead of
     /// waiting for a timeout each.
-    Redis(ConnectionManager, Keyspace, CircuitBreaker),
+    Redis(ConnectionManager, Keyspace, CircuitBreaker, OutageDrill),
 }
 
 impl CatalogCache {
     /// An empty memory cache.
     pub fn memory(keys: Keyspace) -> Self {
-        Self::Memory(Arc::default(), keys)
+        Self::Memory(Arc::default(), keys, OutageDrill::default())
+    }
+
+    /// The cache with the `fault_cache_outage` drill of `flags`.
+    pub fn with_outage_drill(self, flags: Flags) -> Self {
+        let drill = OutageDrill(Some(flags));
+        match self {
+            Self::Memory(memory, keys, _) => Self::Memory(memory, keys, drill),
+            Self::Redis(conn, keys, breaker, _) => Self::Redis(conn, keys, breaker, drill),
+        }
     }
 
     /// The configured cache. For Redis the connection is made lazily and never awaited here
     /// beyond one bounded ping: a Redis that is down leaves the service running on storage
     /// reads (logged), and the connection comes back by itself when Redis does. Only an
-    /// invalid URL fails. Redis reads go through a circuit breaker set by `breaker`.
-    pub async fn connect(settings: &CacheSettings, breaker: BreakerSettings) -> Result<Self, CacheError> {
+    /// invalid URL fails. Redis reads go through `breaker`.
+    pub async fn connect(settings: &CacheSettings, breaker: CircuitBreaker) -> Result<Self, CacheError> {
         let keys = Keyspace::new(&settings.key_prefix, Duration::from_secs(settings.ttl_secs));
         match settings.backend {
             CacheBackend::Memory => Ok(Self::memory(keys)),
@@ -167,7 +204,7 @@ impl CatalogCache {
                     .set_response_timeout(Some(OP_TIMEOUT));
                 let manager =
                     ConnectionManager::new_lazy_with_config(client, config).map_err(|e| CacheError(e.to_string()))?;
-                let cache = Self::Redis(manager, keys, CircuitBreaker::new("catalog_cache", breaker));
+                let cache = Self::Redis(manager, keys, breaker, OutageDrill::default());
                 match cache.ping().await {
                     Ok(()) => info!("catalog cache: connected to redis"),
                     Err(e) => {
@@ -182,15 +219,15 @@ impl CatalogCache {
     /// Looks up a page of `GET /pets`; `query` is the normalized query string.
     pub async fn listing(&self, query: &str) -> Lookup {
         let lookup = match self {
-            Self::Memory(memory, keys) => {
+            Self::Memory(memory, keys, drill) => drilled(drill, "listing").map(|()| {
                 let mut m = memory.lock();
                 let key = keys.listing(m.generation, query);
-                Ok(memory_get(&mut m, key))
-            }
-            Self::Redis(conn, keys, breaker) => {
+                memory_get(&mut m, key)
+            }),
+            Self::Redis(conn, keys, breaker, drill) => {
                 let mut conn = conn.clone();
                 let generation = keys.generation();
-                guarded(breaker, "listing", async {
+                guarded(breaker, drill, "listing", async {
                     let generation: Option<u64> = redis::cmd("GET").arg(&generation).query_async(&mut conn).await?;
                     let generation = generation.unwrap_or(0);
                     let key = keys.listing(generation, query);
@@ -206,14 +243,14 @@ impl CatalogCache {
     /// Looks up one pet.
     pub async fn pet(&self, pet_id: &str) -> Lookup {
         let lookup = match self {
-            Self::Memory(memory, keys) => {
+            Self::Memory(memory, keys, drill) => drilled(drill, "pet").map(|()| {
                 let mut m = memory.lock();
-                Ok(memory_get(&mut m, keys.pet(pet_id)))
-            }
-            Self::Redis(conn, keys, breaker) => {
+                memory_get(&mut m, keys.pet(pet_id))
+            }),
+            Self::Redis(conn, keys, breaker, drill) => {
                 let mut conn = conn.clone();
                 let key = keys.pet(pet_id);
-                guarded(breaker, "pet", async {
+                guarded(breaker, drill, "pet", async {
                     let (generation, value): (Option<u64>, Option<String>) =
                         redis::cmd("MGET").arg(keys.generation()).arg(&key).query_async(&mut conn).await?;
                     Ok(found(value, key, generation.unwrap_or(0)))
@@ -227,7 +264,10 @@ impl CatalogCache {
     /// Caches `json` in the slot of a miss, unless an invalidation happened since the lookup.
     pub async fn fill(&self, slot: Slot, json: &str) {
         match self {
-            Self::Memory(memory, keys) => {
+            Self::Memory(memory, keys, drill) => {
+                if drilled(drill, "fill").is_err() {
+                    return;
+                }
                 let mut m = memory.lock();
                 if m.generation != slot.generation {
                     return;
@@ -241,9 +281,9 @@ impl CatalogCache {
                 }
                 m.entries.insert(slot.key, (json.to_owned(), Instant::now() + keys.ttl));
             }
-            Self::Redis(conn, keys, breaker) => {
+            Self::Redis(conn, keys, breaker, drill) => {
                 let mut conn = conn.clone();
-                let _: Result<i64, _> = guarded(breaker, "fill", async {
+                let _: Result<i64, _> = guarded(breaker, drill, "fill", async {
                     redis::cmd("EVAL")
                         .arg(PUT_IF_GENERATION)
                         .arg(2)
@@ -266,7 +306,7 @@ impl CatalogCache {
     /// a stale entry can then be served.
     pub async fn invalidate(&self, pet_id: &str) {
         match self {
-            Self::Memory(memory, keys) => {
+            Self::Memory(memory, keys, _) => {
                 let mut m = memory.lock();
                 let (pet, listings) = (keys.pet(pet_id), keys.listings());
                 // Listings of older generations can never be read again: drop them now.
@@ -274,7 +314,7 @@ impl CatalogCache {
                 m.generation += 1;
             }
             // Never skipped by the breaker: a lost invalidation leaves stale entries behind.
-            Self::Redis(conn, keys, _) => {
+            Self::Redis(conn, keys, _, _) => {
                 let mut conn = conn.clone();
                 let _: Result<(), _> = bounded("invalidate", async {
                     redis::pipe()
@@ -294,8 +334,9 @@ impl CatalogCache {
     /// Checks that the cache answers (Redis `PING`).
     pub async fn ping(&self) -> Result<(), String> {
         match self {
-            Self::Memory(..) => Ok(()),
-            Self::Redis(conn, _, _) => {
+            Self::Memory(_, _, drill) => drill.check(),
+            Self::Redis(conn, _, _, drill) => {
+                drill.check()?;
                 let mut conn = conn.clone();
                 let ping = async {
                     let _: String = redis::cmd("PING").query_async(&mut conn).await?;
@@ -317,7 +358,7 @@ impl CatalogCache {
     /// The breaker in front of Redis reads, for `/ready` (none for the memory cache).
     pub fn breaker(&self) -> Option<CircuitBreaker> {
         match self {
-            Self::Redis(_, _, breaker) => Some(breaker.clone()),
+            Self::Redis(_, _, breaker, _) => Some(breaker.clone()),
             Self::Memory(..) => None,
         }
     }
@@ -348,13 +389,19 @@ async fn bounded<T>(operation: &'static str, op: impl Future<Output = redis::Red
     attempt(op).await.map_err(|error| failed(operation, &error))
 }
 
-/// [`bounded`] through the breaker: while it is open the operation is not tried at all.
+/// [`bounded`] through the breaker: while it is open the operation is not tried at all. A
+/// drilled outage fails the attempt as an unanswered call does.
 async fn guarded<T>(
     breaker: &CircuitBreaker,
+    drill: &OutageDrill,
     operation: &'static str,
     op: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, ()> {
-    match breaker.call(attempt(op)).await {
+    let tried = async {
+        drill.check()?;
+        attempt(op).await
+    };
+    match breaker.call(tried).await {
         Ok(value) => Ok(value),
         Err(BreakerError::Open { .. }) => Err(()),
         Err(BreakerError::Failed(error)) => {
@@ -370,6 +417,11 @@ async fn attempt<T>(op: impl Future<Output = redis::RedisResult<T>>) -> Result<T
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {OP_TIMEOUT:?}")),
     }
+}
+
+/// The memory cache's answer to a drilled outage: failed (logged, counted), as Redis's is.
+fn drilled(drill: &OutageDrill, operation: &'static str) -> Result<(), ()> {
+    drill.check().map_err(|error| failed(operation, &error))
 }
 
 fn failed(operation: &'static str, error: &str) {

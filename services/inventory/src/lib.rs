@@ -20,7 +20,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use contracts::channels;
-use kit::{Service, ServiceContext, StartError};
+use kit::{Service, ServiceContext, StartError, resilience::CircuitBreaker};
 use persistence::open_service;
 use utoipa::openapi::OpenApi;
 
@@ -51,9 +51,12 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
     if seeded > 0 {
         tracing::info!(pets = seeded, "seeded the empty catalog");
     }
-    let cache = CatalogCache::connect(&ctx.settings.cache, ctx.settings.resilience.circuit_breaker.into())
+    // The breaker follows `resilience.circuit_breaker` as the configuration reloads.
+    let breaker = CircuitBreaker::live("catalog_cache", ctx.breaker_settings());
+    let cache = CatalogCache::connect(&ctx.settings.cache, breaker)
         .await
-        .map_err(StartError::at(SERVICE, "configuring the cache"))?;
+        .map_err(StartError::at(SERVICE, "configuring the cache"))?
+        .with_outage_drill(ctx.flags.clone());
 
     let commands = consumers::Commands { store: store.clone(), cache: cache.clone(), source: bus.source().to_owned() };
     bus.subscribe(channels::INVENTORY_COMMANDS, SERVICE, commands)

@@ -4,12 +4,10 @@
 //! is refused naming the key while the previous one keeps working, a restarted instance keeps
 //! the change, and the audit trail says who made it.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::Cluster;
 use serde_json::{Value, json};
-use support::Cluster;
 
 /// The longest a change may take to reach every instance.
 const PROPAGATION: Duration = Duration::from_secs(1);

@@ -3,14 +3,12 @@
 //! sorts by price or age, paging with cursors (the keyset follows the sort, ties by pet id);
 //! a standard customer and an anonymous caller get a 403 naming the flag.
 
-mod support;
-
 use std::cmp::Ordering;
 
+use crate::support::stack::Stack;
 use inventory::Pet;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use support::stack::Stack;
 
 /// A customer token with `tier: premium`.
 fn premium(stack: &Stack, subject: &str) -> String {

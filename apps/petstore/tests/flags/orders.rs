@@ -1,38 +1,16 @@
 //! The order flags act through the whole saga, on PostgreSQL: with `express_order_processing`
 //! on for a customer, their order is an express order and its delivery is booked for the next
 //! day (off: after `delivery_days`); with `pricing_experiment` serving `discount_10`, the order
-//! records that arm and charges — and the payment service charges — 90 % of the list price.
-
-mod support;
+//! records that arm and charges — and the payment service charges — 90 % of the list price;
+//! with the project's rollout, what a customer sees in the catalog is what their order charges.
 
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
-use support::stack::Stack;
+use serde_json::Value;
 use uuid::Uuid;
 
-/// The project's flags with `flag` served as `variant`.
-fn flags_with(flag: &str, variant: &str) -> String {
-    let mut doc: Value = serde_json::from_str(include_str!("../../../config/flags.json")).expect("config/flags.json");
-    doc["flags"][flag]["defaultVariant"] = json!(variant);
-    doc.to_string()
-}
-
-/// The project's flags with `flag` served as `variant` to everyone: its targeting removed.
-fn flags_for_everyone(flag: &str, variant: &str) -> String {
-    let mut doc: Value = serde_json::from_str(&flags_with(flag, variant)).expect("flags");
-    doc["flags"][flag].as_object_mut().expect("a flag").remove("targeting");
-    doc.to_string()
-}
-
-/// A fresh directory for a flag file.
-fn flag_file() -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("petstore-flags-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("flags.json");
-    (dir, file)
-}
+use crate::{FlagFile, flags_for_everyone, flags_with, project_flags, support::stack::Stack};
 
 fn decimal(value: &Value) -> Decimal {
     value.as_str().and_then(|s| Decimal::from_str(s).ok()).unwrap_or_else(|| panic!("not a decimal: {value}"))
@@ -61,9 +39,8 @@ async fn delivery(stack: &Stack, order_id: &str) -> (bool, i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_express_order_is_delivered_the_next_day_and_a_standard_one_after_the_delivery_days() {
-    let (dir, file) = flag_file();
-    std::fs::write(&file, flags_with("express_order_processing", "on")).expect("write flags");
-    let stack = Stack::start(&format!("flags: {{ file: \"{}\" }}", file.display())).await;
+    let file = FlagFile::new(&flags_with("express_order_processing", "on"));
+    let stack = Stack::start(&file.setting()).await;
     let delivery_days = i32::try_from(stack.ctx.settings.services.delivery.delivery_days).expect("days");
     assert!(delivery_days > 1, "the default transit is longer than express: {delivery_days}");
 
@@ -75,20 +52,18 @@ async fn an_express_order_is_delivered_the_next_day_and_a_standard_one_after_the
     let (_, saga) = stack.get("orchestrator", &format!("/orders/{order_id}/status"), &stack.customer("hasty")).await;
     assert_eq!(saga["order"]["express"], true, "{saga}");
 
-    std::fs::write(&file, flags_with("express_order_processing", "off")).expect("edit flags");
+    file.write(&flags_with("express_order_processing", "off"));
     stack.ctx.flags.reload().expect("the edit is valid");
     let order_id = stack.completed_order("patient", "koi-022").await;
     let order = confirmed(&stack, "patient", &order_id).await;
     assert_eq!(order["express"], false, "{order}");
     assert_eq!(delivery(&stack, &order_id).await, (false, delivery_days), "booked after the delivery days");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_discount_arm_charges_ninety_percent_of_the_list_price_and_the_payment_charges_the_same() {
-    let (dir, file) = flag_file();
-    std::fs::write(&file, flags_for_everyone("pricing_experiment", "discount_10")).expect("write flags");
-    let stack = Stack::start(&format!("flags: {{ file: \"{}\" }}", file.display())).await;
+    let file = FlagFile::new(&flags_for_everyone("pricing_experiment", "discount_10"));
+    let stack = Stack::start(&file.setting()).await;
     let pet = "golden-retriever-001";
     let list: Decimal = sqlx::query_scalar("SELECT price FROM inventory.pets WHERE pet_id = $1")
         .bind(pet)
@@ -111,5 +86,40 @@ async fn the_discount_arm_charges_ninety_percent_of_the_list_price_and_the_payme
             .await
             .expect("a charged payment");
     assert_eq!(charged, expected, "the payment charged the order's amount");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_price_a_customer_sees_in_the_catalog_is_what_their_order_charges() {
+    let stack = Stack::start("").await;
+    // Customers of every arm of the project's rollout, found as the services bucket them.
+    let flags = kit::flags::Flags::from_json(&project_flags().to_string()).expect("project flags");
+    let mut customers = std::collections::BTreeMap::new();
+    for n in 0..200 {
+        let id = format!("shopper-{n}");
+        let context = kit::flags::EvaluationContext::for_key(&id);
+        let arm = flags.evaluate("pricing_experiment", &context).expect("evaluates").variant;
+        customers.entry(arm).or_insert(id);
+    }
+    assert_eq!(customers.len(), 3, "all three arms: {customers:?}");
+    let pets = ["golden-retriever-001", "beagle-008", "koi-022"];
+    for ((arm, customer), pet) in customers.iter().zip(pets) {
+        let token = stack.customer(customer);
+        let (status, headers, shown) =
+            stack.send(stack.http.get(stack.url("inventory", &format!("/pets/{pet}"))).bearer_auth(&token)).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(headers.get("x-pricing-arm").and_then(|v| v.to_str().ok()), Some(arm.as_str()), "{customer}");
+        let (_, _, anonymous) = stack.send(stack.http.get(stack.url("inventory", &format!("/pets/{pet}")))).await;
+        if arm != "control" {
+            assert_ne!(shown["price"], anonymous["price"], "{arm} sees its own price: {shown} vs {anonymous}");
+        }
+
+        let order_id = stack.completed_order(customer, pet).await;
+        let order = confirmed(&stack, customer, &order_id).await;
+        assert_eq!(order["pricing_arm"], arm.as_str(), "{order}");
+        assert_eq!(decimal(&order["amount"]), decimal(&shown["price"]), "{arm}: charged what was shown: {order}");
+        // Sticky: the same customer sees the same arm again.
+        let (_, headers, _) =
+            stack.send(stack.http.get(stack.url("inventory", "/pets?limit=1")).bearer_auth(&token)).await;
+        assert_eq!(headers.get("x-pricing-arm").and_then(|v| v.to_str().ok()), Some(arm.as_str()));
+    }
 }

@@ -9,6 +9,7 @@
 //! the current span with OpenTelemetry's `feature_flag.key` and `feature_flag.result.variant`.
 
 pub mod admin;
+pub mod faults;
 mod store;
 
 use std::{
@@ -251,38 +252,12 @@ impl Flags {
     /// Reloads whenever the file changes (an edit in place, or an editor's rename over it),
     /// until `shutdown`. Events within [`SETTLE`] of each other make one reload.
     pub fn watch(&self, shutdown: &CancellationToken) -> Result<(), ConfigError> {
-        use notify::Watcher as _;
         let Some(path) = self.inner.file.clone() else { return Ok(()) };
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        let name = path.file_name().map(ToOwned::to_owned);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && event.paths.iter().any(|p| p.file_name() == name.as_deref())
-            {
-                let _ = tx.send(());
-            }
-        })
-        .map_err(|e| ConfigError(format!("flags.file: cannot watch {}: {e}", dir.display())))?;
-        watcher
-            .watch(&dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| ConfigError(format!("flags.file: cannot watch {}: {e}", dir.display())))?;
         let flags = self.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _watcher = watcher; // watches as long as this task lives
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    changed = rx.recv() => if changed.is_none() { return },
-                }
-                // Let the writer finish: editors write in several steps.
-                tokio::time::sleep(SETTLE).await;
-                while rx.try_recv().is_ok() {}
-                let _ = flags.reload();
-            }
-        });
-        Ok(())
+        crate::watch::on_change(&[path], SETTLE, shutdown, move || {
+            let _ = flags.reload();
+        })
+        .map_err(|e| ConfigError(format!("flags.file: {e}")))
     }
 
     /// Evaluates `key` for `context`, counting it and marking the current span. A flag the
