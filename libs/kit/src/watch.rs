@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 /// over a file would end a watch on the file itself. After a change the watcher waits
 /// `settle` for the writer to finish; the events of that time make one call. Without files
 /// nothing is watched.
+///
+/// A Kubernetes ConfigMap mounted as a directory changes differently: its files are symlinks
+/// through `..data`, and an update swaps that symlink (`..data_tmp` renamed over it), so a
+/// change of an entry whose name starts with `..data` counts as a change of every file.
 pub(crate) fn on_change(
     files: &[PathBuf],
     settle: Duration,
@@ -35,7 +39,7 @@ pub(crate) fn on_change(
     let shown = || dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
+            && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n) || swapped(n)))
         {
             let _ = tx.send(());
         }
@@ -61,4 +65,9 @@ pub(crate) fn on_change(
         }
     });
     Ok(())
+}
+
+/// Whether `name` is the symlink a ConfigMap update swaps (or its temporary twin).
+fn swapped(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with("..data"))
 }

@@ -114,3 +114,37 @@ async fn an_edit_of_the_flag_file_is_in_force_within_a_second_and_an_invalid_one
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_configmap_update_swapping_its_data_symlink_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let dir = std::env::temp_dir().join(format!("petstore-configmap-{}", uuid::Uuid::now_v7().simple()));
+    let project: serde_json::Value =
+        serde_json::from_str(include_str!("../../../config/flags.json")).expect("project flags");
+    // The layout the kubelet writes: flags.json -> ..data/flags.json, ..data -> ..<version>.
+    let version = |name: &str, variant: &str| {
+        let mut doc = project.clone();
+        doc["flags"]["redis_caching"]["defaultVariant"] = serde_json::json!(variant);
+        std::fs::create_dir_all(dir.join(name)).expect("version dir");
+        std::fs::write(dir.join(name).join("flags.json"), doc.to_string()).expect("write");
+    };
+    version("..v1", "on");
+    symlink("..v1", dir.join("..data")).expect("..data");
+    symlink("..data/flags.json", dir.join("flags.json")).expect("flags.json");
+    let flags = Flags::load(&settings(&dir.join("flags.json"))).expect("valid flags");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    flags.watch(&shutdown).expect("watching");
+    assert!(flags.enabled("redis_caching", &context_of(None)));
+
+    // An update: the new version beside the old, then ..data swapped to it in one rename.
+    version("..v2", "off");
+    symlink("..v2", dir.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+    let swapped = std::time::Instant::now();
+    while flags.enabled("redis_caching", &context_of(None)) {
+        assert!(swapped.elapsed() < std::time::Duration::from_secs(1), "the swap is not in force after a second");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
