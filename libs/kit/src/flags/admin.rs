@@ -196,8 +196,7 @@ async fn set(
     };
     let entry = audit.finish(StatusCode::OK.as_u16(), flag.clone());
     app.store.put(&value, entry.as_ref()).await.map_err(|e| stored_nothing(&e))?;
-    changed(&app, &flag, admin.subject(), &correlation_id).await;
-    respond(info(&app.flags, &flag)?, entry.is_some())
+    changed(&app, &flag, admin.subject(), &correlation_id, entry.is_some()).await
 }
 
 /// Removes an administrator's override: the flag file's definition is in force again, in every
@@ -226,18 +225,24 @@ async fn remove(
     if !app.store.remove(&flag, entry.as_ref()).await.map_err(|e| stored_nothing(&e))? {
         return Err(ApiError::not_found(format!("flag `{flag}` has no administrator's override")));
     }
-    changed(&app, &flag, admin.subject(), &correlation_id).await;
-    respond(info(&app.flags, &flag)?, entry.is_some())
+    changed(&app, &flag, admin.subject(), &correlation_id, entry.is_some()).await
 }
 
 fn stored_nothing(e: &str) -> ApiError {
     ApiError::unavailable("the flag store is not answering; nothing was changed", 2, e)
 }
 
-/// Puts the stored change in force here and tells every other instance. An announcement that
-/// cannot be sent is not an error for the caller: the change is stored, and the other instances
-/// read it at their next re-read.
-async fn changed(app: &AppState, flag: &str, by: &str, correlation_id: &str) {
+/// Puts the stored change in force here, tells every other instance, and answers with the flag
+/// as now in force (marked as audited when its entry was written with the change). An
+/// announcement that cannot be sent is not an error for the caller: the change is stored, and
+/// the other instances read it at their next re-read.
+async fn changed(
+    app: &AppState,
+    flag: &str,
+    by: &str,
+    correlation_id: &str,
+    audited: bool,
+) -> Result<Response, ApiError> {
     if let Err(e) = (Sync { flags: app.flags.clone(), store: app.store.clone() }).pull().await {
         tracing::warn!(error = %e, flag, "could not read the overrides back; the announcement will apply it");
     }
@@ -253,11 +258,8 @@ async fn changed(app: &AppState, flag: &str, by: &str, correlation_id: &str) {
         tracing::warn!(error = %e, flag, resync = ?RESYNC,
             "could not announce the flag change; other instances apply it at their next re-read");
     }
-}
-
-fn respond(info: FlagInfo, recorded: bool) -> Result<Response, ApiError> {
-    let mut response = Json(info).into_response();
-    if recorded {
+    let mut response = Json(info(&app.flags, flag)?).into_response();
+    if audited {
         response.extensions_mut().insert(RecordedInTransaction);
     }
     Ok(response)
