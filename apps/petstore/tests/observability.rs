@@ -1,4 +1,4 @@
-//! Observability end to end (ARCHITECTURE.md §6): one order is one trace across every service
+//! Observability end to end (`docs/architecture.md`, "Observability"): one order is one trace across every service
 //! and more than one backend, the logs of one order can be followed by its correlation id,
 //! and `/metrics` counts what happened.
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::{BusError, Envelope};
 
-/// A messaging pattern (ARCHITECTURE.md §3).
+/// A messaging pattern (`docs/architecture.md`, "The event bus"): how a channel is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pattern {

@@ -298,7 +298,8 @@ impl ChannelConfig {
     }
 }
 
-/// Retry with exponential backoff and full jitter, then dead-letter.
+/// Retry with exponential backoff and "equal" jitter (between half and all of the backoff),
+/// then dead-letter.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -317,8 +318,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Backoff before attempt `attempt + 1` (attempt counts from 1): a random duration up to
-    /// `initial * 2^(attempt-1)`, capped.
+    /// Backoff before attempt `attempt + 1` (attempt counts from 1): a random duration between
+    /// half and all of `initial * 2^(attempt-1)`, capped — never near zero, so retries of many
+    /// failed messages still spread out and back off.
     pub fn backoff(&self, attempt: u32) -> std::time::Duration {
         let exp = self.initial_backoff_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
         let cap = exp.min(self.max_backoff_ms).max(1);

@@ -1,4 +1,4 @@
-//! The order-processing saga (ARCHITECTURE.md §1) as a pure state machine.
+//! The order-processing saga (`docs/architecture.md`, "The order saga") as a pure state machine.
 //!
 //! [`ORDER_SAGA`] reads top to bottom like the business process. A [`Saga`] is rebuilt by
 //! applying its recorded [`SagaEvent`]s; [`Saga::start`], [`Saga::on_reply`] and

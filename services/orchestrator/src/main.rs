@@ -7,7 +7,9 @@ async fn main() -> anyhow::Result<()> {
     let addr = (settings.http.host.clone(), settings.services.orchestrator.port);
     let ctx = kit::ServiceContext::connect(settings).await?;
     let service = orchestrator::start(&ctx).await?;
+    // Every process serves the flag administration and follows flag changes.
+    let flags = persistence::flags::start(&ctx).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    ctx.run(listener, vec![service]).await?;
+    ctx.run(listener, vec![service, flags]).await?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Logs, traces and metrics, set up once per process (ARCHITECTURE.md §6).
+//! Logs, traces and metrics, set up once per process (`docs/architecture.md`, "Observability").
 //!
 //! - **Logs**: one JSON object per line (or a compact human format for local runs) with the
 //!   service, level, message, `correlation_id`, `trace_id`, `span_id` and the saga and order
