@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod books;
 pub mod otlp;
 pub mod proxy;
 pub mod stack;
@@ -41,6 +42,11 @@ pub fn mixed_backends() -> String {
 /// The cluster's own HS256 secret: tokens of one test are worthless to another.
 fn secret_of(id: &str) -> String {
     format!("e2e-secret-{id}")
+}
+
+/// The service an instance name (`order`, `order-2`) runs.
+fn service_of(instance: &str) -> &str {
+    instance.split('-').next().unwrap_or(instance)
 }
 
 pub fn env_or(name: &str, default: &str) -> String {
@@ -176,7 +182,7 @@ services:
             .open(self.log_dir.join(format!("{service}.log")))
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_petstore"))
-            .args(["serve", service])
+            .args(["serve", service_of(service)])
             .env("PETSTORE_CONFIG", &self.config_path)
             .env_remove("PETSTORE_ENV")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -259,6 +265,15 @@ services:
                 false
             }
         }
+    }
+
+    /// Starts one more instance of a service, named `<service>-<n>` (e.g. `order-2`): the
+    /// same configuration, so the same consumer groups, its own port and log. `kill`,
+    /// `restart` and `url` take the instance's name.
+    pub async fn add_instance(&mut self, instance: &'static str) {
+        assert!(SERVICES.contains(&service_of(instance)), "`{instance}` is not an instance of a service");
+        self.spawn(instance);
+        self.wait_ready(instance).await;
     }
 
     /// Starts a killed service again and waits until it is ready.
