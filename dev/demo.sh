@@ -219,11 +219,28 @@ set_flag() { # flag definition-json: PUT /admin/flags/{flag} as an admin
   answer=$(api PUT "/admin/flags/$1" admin:ops "$2")
   [ "$(status)" = 200 ] || fail "PUT /admin/flags/$1 answered $(status): $answer"
   cleanup_flags+=("$1")
+  in_force_everywhere "$1" admin
 }
 
 reset_flag() { # flag: back to the file's definition
   api DELETE "/admin/flags/$1" admin:ops >/dev/null
   case "$(status)" in 200|404) ;; *) fail "DELETE /admin/flags/$1 answered $(status)" ;; esac
+  in_force_everywhere "$1" file
+}
+
+in_force_everywhere() { # flag source: waits until every service shows the flag from `source`
+  local url started=$SECONDS seen token
+  token=$(token ops admin)
+  for url in $(ops_urls); do
+    while :; do
+      seen=$(curl -s -H "authorization: Bearer $token" "$url/admin/flags/$1" | jq -r '.source // empty')
+      [ "$seen" = "$2" ] && break
+      [ $((SECONDS - started)) -lt 5 ] || fail "$url still has $1 from ${seen:-nowhere}, not $2, after 5 s"
+      sleep 0.05
+    done
+  done
+  [ "$TARGET" = compose ] && note "$1 from $2 in force on every service ($(ops_urls | wc -w) processes)"
+  return 0
 }
 
 served() { # variant value-json [targeting-json] → a flag definition serving `variant`
@@ -529,9 +546,9 @@ data() {
   api GET "/admin/audit?service=order&actor=nina&limit=1" admin:ops \
     | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target)  → \(.status)"'
   check "the order's audit row" "$(jq -r '.items[0].target' "$WORK/body")" "$order"
-  api GET "/admin/audit?service=flags&limit=2" admin:ops \
+  api GET "/admin/audit?service=flags&action=PUT%20%2Fadmin%2Fflags%2F%7Bflag%7D&limit=1" admin:ops \
     | jq -r '.items[] | "  \(.at)  \(.actor)  \(.action)  \(.target)  → \(.status)"'
-  check "the flag change's audit row" "$(jq -r '.items[0].target' "$WORK/body")" redis_caching
+  check "the flag change's audit row" "$(jq -r '.items[0] | .action + " " + .target' "$WORK/body")" "PUT /admin/flags/{flag} redis_caching"
 
   bold "Data: the order projection rebuilt from the events"
   local before after
