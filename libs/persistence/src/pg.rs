@@ -161,19 +161,42 @@ impl OutboxStore for PgOutbox {
                 Envelope::from_json(&json).map_err(|e| StoreError::Codec(format!("outbox row {seq}: {e}")))?;
             batch.push((seq, channel, envelope));
         }
-        // All of the batch in flight at once: each publish is enqueued in order when first
-        // polled, so a transport that keeps per-partition order (Kafka's idempotent producer)
-        // keeps it, and the batch costs one round trip instead of one per message.
-        let results = join_all(batch.iter().map(|(_, channel, envelope)| sink.deliver(channel, envelope))).await;
+        // One lane per channel and partition key, all lanes in flight at once: the batch costs
+        // about one round trip, not one per message, and each lane's first publish is enqueued
+        // in commit order when first polled (Kafka's idempotent producer keeps that order per
+        // partition). Within a lane messages leave one after the other, and a failure holds
+        // back the rest of its lane for a later round: a message never overtakes an earlier
+        // one of its key, even when the transport fails for one of them.
+        let mut lanes: Vec<Vec<&(i64, String, Envelope)>> = Vec::new();
+        let mut lane_of: std::collections::HashMap<(&str, Option<&str>), usize> = std::collections::HashMap::new();
+        for row in &batch {
+            let key = (row.1.as_str(), row.2.partition_key.as_deref());
+            let lane = *lane_of.entry(key).or_insert_with(|| {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            });
+            lanes[lane].push(row);
+        }
+        let results = join_all(lanes.iter().map(|lane| async move {
+            let mut delivered = Vec::with_capacity(lane.len());
+            for (seq, channel, envelope) in lane {
+                if let Err(e) = sink.deliver(channel, envelope).await {
+                    let held = lane.len() - delivered.len() - 1;
+                    let why =
+                        format!("publishing outbox row {seq} to {channel} ({held} later of its key held back): {e}");
+                    return (delivered, Some(why));
+                }
+                delivered.push(*seq);
+            }
+            (delivered, None)
+        }))
+        .await;
         let mut delivered = Vec::with_capacity(batch.len());
         let mut failure = None;
-        for ((seq, channel, _), result) in batch.iter().zip(results) {
-            match result {
-                Ok(()) => delivered.push(*seq),
-                Err(e) if failure.is_none() => {
-                    failure = Some(StoreError::Codec(format!("publishing outbox row {seq} to {channel}: {e}")));
-                }
-                Err(_) => {}
+        for (sent, error) in results {
+            delivered.extend(sent);
+            if let (Some(e), None) = (error, &failure) {
+                failure = Some(StoreError::Codec(e));
             }
         }
         if !delivered.is_empty() {

@@ -86,20 +86,22 @@ async fn a_redelivered_message_is_handled_once() {
     assert_eq!((value, outbox), (1, 1));
 }
 
-/// Records what it is given; fails every delivery while `failing` is set.
+/// Records what it is given; fails every delivery while `failing` is set, and deliveries of
+/// the pet named in `refuse`.
 #[derive(Default)]
 struct Recorder {
     delivered: Mutex<Vec<String>>,
     failing: Mutex<bool>,
+    refuse: Mutex<Option<String>>,
 }
 
 #[async_trait]
 impl OutboxSink for Recorder {
     async fn deliver(&self, _channel: &str, envelope: &Envelope) -> Result<(), BusError> {
-        if *self.failing.lock().expect("lock") {
+        let pet = envelope.decode::<GetPetStatus>().expect("decode").pet_id;
+        if *self.failing.lock().expect("lock") || self.refuse.lock().expect("lock").as_deref() == Some(pet.as_str()) {
             return Err(BusError::transient("test", "broker unreachable"));
         }
-        let pet = envelope.decode::<GetPetStatus>().expect("decode").pet_id;
         self.delivered.lock().expect("lock").push(pet);
         Ok(())
     }
@@ -124,4 +126,29 @@ async fn the_relay_keeps_messages_while_the_transport_fails_and_then_delivers_th
     assert_eq!(outbox.relay(100, &sink).await.expect("relay"), 5);
     assert_eq!(outbox.backlog().await.expect("backlog"), 0);
     assert_eq!(*sink.delivered.lock().expect("lock"), ["pet-0", "pet-1", "pet-2", "pet-3", "pet-4"]);
+}
+
+#[tokio::test]
+async fn a_message_that_fails_holds_back_the_later_ones_of_its_key_and_no_other() {
+    let pool = schema().await;
+    let mut tx = pool.begin().await.expect("tx");
+    // pet-0 and pet-2 share key `a`; pet-1 and pet-3 key `b`.
+    for n in 0..4 {
+        let mut envelope = message(n);
+        envelope.partition_key = Some(if n % 2 == 0 { "a" } else { "b" }.to_owned());
+        pg::enqueue(&mut tx, "out", &envelope).await.expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let outbox = pg::PgOutbox::new(pool.clone(), "things");
+    let sink = Recorder::default();
+
+    *sink.refuse.lock().expect("lock") = Some("pet-0".into());
+    let error = outbox.relay(100, &sink).await.expect_err("pet-0 could not be published").to_string();
+    assert!(error.contains("1 later of its key held back"), "{error}");
+    assert_eq!(*sink.delivered.lock().expect("lock"), ["pet-1", "pet-3"], "key b went on; key a waited");
+    assert_eq!(outbox.backlog().await.expect("backlog"), 2);
+
+    *sink.refuse.lock().expect("lock") = None;
+    assert_eq!(outbox.relay(100, &sink).await.expect("relay"), 2);
+    assert_eq!(*sink.delivered.lock().expect("lock"), ["pet-1", "pet-3", "pet-0", "pet-2"], "a in its order");
 }
