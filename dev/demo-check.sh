@@ -18,9 +18,8 @@ SERVER_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 log() { printf '[demo] %s\n' "$*" >&2; }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=dev/all-in-one.sh
+. dev/all-in-one.sh
 
 log "building the petstore binary"
 cargo build -q -p petstore
@@ -36,25 +35,14 @@ PETSTORE__HTTP__PORT=$(free_port)
 unset PETSTORE_ENV PETSTORE_CONFIG
 
 log "starting the all-in-one pet store on 127.0.0.1:$PETSTORE__HTTP__PORT (database $DB)"
-"$BIN" >"$OUT/server.log" 2>&1 &
-SERVER=$!
+start_petstore "$OUT/server.log" "$BIN"
 finish() {
-  if kill -0 "$SERVER" 2>/dev/null; then
-    kill -TERM "$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-  fi
+  stop_petstore
   psql -q "$SERVER_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap finish EXIT
-
 BASE="http://127.0.0.1:$PETSTORE__HTTP__PORT"
-deadline=$((SECONDS + 60))
-until curl -fsS -o /dev/null "$BASE/ready" 2>/dev/null; do
-  if ! kill -0 "$SERVER" 2>/dev/null || (( SECONDS >= deadline )); then
-    log "the pet store did not get ready; its log:"; cat "$OUT/server.log" >&2; exit 1
-  fi
-  sleep 0.2
-done
+wait_for_petstore "$BASE/ready"
 
 status=0
 PETSTORE_BIN="$BIN" PETSTORE_LOG="$OUT/server.log" dev/demo.sh --base-url "$BASE" --target all-in-one all || status=$?
@@ -64,6 +52,6 @@ if ! kill -0 "$SERVER" 2>/dev/null; then
 fi
 if grep -q ' ERROR ' "$OUT/server.log"; then
   log "errors the pet store logged during the tour (in $OUT/server.log):"
-  grep ' ERROR ' "$OUT/server.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-200 | head -10 >&2
+  grep ' ERROR ' "$OUT/server.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-200 | awk 'NR <= 10' >&2
 fi
 exit "$status"

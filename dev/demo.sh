@@ -357,7 +357,7 @@ observ() {
     logs=$(docker compose -f docker-compose.enhanced.yml logs --no-log-prefix 2>/dev/null | grep -F "$correlation" || true)
   fi
   if [ -n "$logs" ]; then
-    sed 's/\x1b\[[0-9;]*m//g' <<<"$logs" | head -12 | cut -c1-160 | sed 's/^/    /'
+    sed 's/\x1b\[[0-9;]*m//g' <<<"$logs" | awk 'NR <= 12' | cut -c1-160 | sed 's/^/    /'
     check_that "the order's logs carry its correlation id ($(wc -l <<<"$logs") lines)" test "$(wc -l <<<"$logs")" -ge 3
   else
     note "set PETSTORE_LOG to the pet store's log file to see them (e.g. cargo run -p petstore 2>&1 | tee petstore.log)"

@@ -39,9 +39,8 @@ ensure_schemathesis() {
   "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=dev/all-in-one.sh
+. dev/all-in-one.sh
 
 ensure_schemathesis
 log "building the petstore binary"
@@ -65,24 +64,11 @@ YAML
 run_petstore() { env -u PETSTORE_ENV PETSTORE_CONFIG="$CONFIG" PETSTORE__HTTP__PORT="$PORT" "$BIN" "$@"; }
 
 log "starting the all-in-one pet store on 127.0.0.1:$PORT"
-run_petstore >"$OUT/server.log" 2>&1 &
-SERVER=$!
-stop_server() {
-  if kill -0 "$SERVER" 2>/dev/null; then
-    kill -TERM "$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-  fi
-}
-trap stop_server EXIT
+start_petstore "$OUT/server.log" run_petstore
+trap stop_petstore EXIT
 
 BASE="http://127.0.0.1:$PORT"
-deadline=$((SECONDS + 60))
-until curl -fsS -o /dev/null "$BASE/health" 2>/dev/null; do
-  if ! kill -0 "$SERVER" 2>/dev/null || (( SECONDS >= deadline )); then
-    log "the pet store did not answer /health; its log:"; cat "$OUT/server.log" >&2; exit 1
-  fi
-  sleep 0.2
-done
+wait_for_petstore "$BASE/health"
 
 # Half of the generated pet ids are real ones from the seed catalog, so orders get placed
 # and the stateful phase follows their links (order, events, status, saga) to real data.
@@ -123,7 +109,7 @@ if ! kill -0 "$SERVER" 2>/dev/null; then
 fi
 if grep -q '"level":"ERROR"' "$OUT/server.log"; then
   log "the pet store logged errors (in $OUT/server.log):"
-  grep '"level":"ERROR"' "$OUT/server.log" | head -20 >&2
+  grep '"level":"ERROR"' "$OUT/server.log" | awk 'NR <= 20' >&2
 fi
 if (( ${#failed[@]} )); then
   log "FAILED: ${failed[*]}"
