@@ -174,9 +174,10 @@ first_available_pet() { # [category]
 }
 
 wait_for_saga() { # order_id customer [seconds] → prints the final status JSON
-  local order=$1 customer=$2 limit=${3:-30} body state
-  for _ in $(seq 1 $((limit * 10))); do
-    body=$(api GET "/orders/$order/status" "$customer")
+  # One request that the orchestrator answers when the saga ends (`?wait=`), not a poll.
+  local order=$1 customer=$2 limit=${3:-30} body state started=$SECONDS
+  while [ $((SECONDS - started)) -lt "$limit" ]; do
+    body=$(api GET "/orders/$order/status?wait=${limit}s" "$customer")
     state=$(jq -r '.status // empty' <<<"$body" 2>/dev/null || true)
     case "$state" in completed|compensated|failed) echo "$body"; return ;; esac
     sleep 0.1

@@ -1,8 +1,10 @@
 //! Saga status routes.
 
+use std::time::Duration;
+
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
 };
 use kit::{
     auth::{Admin, Principal},
@@ -47,16 +49,50 @@ async fn get_saga(
     store.get(id).await.map_err(ApiError::internal)?.map(Json).ok_or_else(not_found)
 }
 
+/// The longest `?wait=` a request may hold.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// The query of `GET /orders/{order_id}/status`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusQuery {
+    wait: Option<String>,
+}
+
+impl StatusQuery {
+    fn wait(&self) -> Result<Option<Duration>, ApiError> {
+        let Some(text) = self.wait.as_deref() else { return Ok(None) };
+        let refused = || {
+            ApiError::bad_request(format!(
+                "query parameter `wait` must be a duration up to {}s, e.g. `10s` or `500ms`",
+                MAX_WAIT.as_secs()
+            ))
+        };
+        let wait = humantime::parse_duration(text.trim()).map_err(|_| refused())?;
+        if wait > MAX_WAIT {
+            return Err(refused());
+        }
+        Ok(Some(wait))
+    }
+}
+
 /// The saga of an order of the caller's (any order for an admin).
 ///
 /// The saga starts a moment after the order is accepted, so right after `POST /orders` this
-/// may briefly answer 404.
+/// may briefly answer 404. With `wait`, the answer comes when the saga has ended (completed,
+/// compensated or failed) or when `wait` runs out, whichever is first — one request instead of
+/// polling; a saga that has not started is waited for up to 2 s.
 #[utoipa::path(
     get,
     path = "/orders/{order_id}/status",
-    params(("order_id" = Uuid, Path, description = "The order.")),
+    params(
+        ("order_id" = Uuid, Path, description = "The order."),
+        ("wait" = Option<String>, Query, pattern = "^[0-9]{1,5}(ms|s)$",
+         description = "Hold the answer until the saga ends, for at most this long (up to `30s`), e.g. `10s`."),
+    ),
     responses(
-        (status = 200, description = "The saga processing the order.", body = Saga),
+        (status = 200, description = "The saga processing the order (ended, unless `wait` ran out).", body = Saga),
+        (status = 400, response = docs::BadRequest),
         (status = 404, response = docs::NotFound),
     )
 )]
@@ -64,10 +100,21 @@ async fn order_status(
     State(store): State<SagaStore>,
     caller: Principal,
     Path(order_id): Path<String>,
+    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Saga>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let wait = query.wait()?;
     let not_found = || ApiError::not_found(format!("no saga for order {order_id} (yet)"));
     let id = Uuid::parse_str(&order_id).map_err(|_| not_found())?;
-    let saga = store.for_order(id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
+    // Another customer's order answers 404 at once, however long it was to be waited for.
+    let saga = match wait {
+        Some(wait) => match store.for_order(id).await.map_err(ApiError::internal)? {
+            Some(saga) if !caller.may_see(&saga.order.customer_id) => return Err(not_found()),
+            _ => store.wait_for_end(id, wait).await.map_err(ApiError::internal)?,
+        },
+        None => store.for_order(id).await.map_err(ApiError::internal)?,
+    };
+    let saga = saga.ok_or_else(not_found)?;
     if !caller.may_see(&saga.order.customer_id) {
         return Err(not_found());
     }

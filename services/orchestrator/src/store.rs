@@ -1,7 +1,7 @@
 //! The saga log (`saga_events`) and its projection (`sagas`), written in one transaction with
 //! the inbox entry of the message that moved the saga and the commands it sends.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use messaging::{Envelope, MessageContext};
@@ -44,7 +44,45 @@ pub struct SagaState {
 pub struct SagaStore {
     storage: Storage<SagaState>,
     source: String,
+    /// Requests waiting for an order's saga to end (`GET /orders/{id}/status?wait=`).
+    waiters: Arc<Waiters>,
 }
+
+/// Who waits for which order's saga to end. A saga that ends in this instance wakes its
+/// waiters at once; one ended by another instance is seen at their next look ([`RECHECK`]).
+#[derive(Default)]
+struct Waiters(std::sync::Mutex<HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>>);
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>> {
+        // Entries are pushed or removed whole: a poisoned map is consistent.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn register(&self, order_id: Uuid) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut waiters = self.lock();
+        let list = waiters.entry(order_id).or_default();
+        // Waiters that gave up (their receiver is gone) go now, not when the saga ends.
+        list.retain(|w| !w.is_closed());
+        list.push(tx);
+        rx
+    }
+
+    fn ended(&self, order_id: Uuid) {
+        if let Some(list) = self.lock().remove(&order_id) {
+            for waiter in list {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+/// How often a waiting request looks at the saga again, for sagas other instances end.
+const RECHECK: Duration = Duration::from_millis(250);
+/// How long a waiting request waits for a saga that does not exist yet to start (a saga starts
+/// a moment after its order is accepted).
+const START_WAIT: Duration = Duration::from_secs(2);
 
 /// What one message did to a saga.
 #[derive(Debug)]
@@ -66,7 +104,24 @@ fn replay(history: &[Recorded<StoredEvent>]) -> Option<Saga> {
 impl SagaStore {
     /// Wraps the configured storage; `source` names the orchestrator in its commands.
     pub fn new(storage: Storage<SagaState>, source: &str) -> Self {
-        Self { storage, source: source.to_owned() }
+        Self { storage, source: source.to_owned(), waiters: Arc::default() }
+    }
+
+    /// The saga of `order_id` once it has ended, or as it is when `wait` runs out; `None` when
+    /// no saga for the order has started within [`START_WAIT`] (or `wait`, if shorter).
+    pub async fn wait_for_end(&self, order_id: Uuid, wait: Duration) -> Result<Option<Saga>, StoreError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            // Registered before looking, so an end between the look and the wait is not missed.
+            let ended = self.waiters.register(order_id);
+            let saga = self.for_order(order_id).await?;
+            let waited = started.elapsed();
+            let limit = if saga.is_some() { wait } else { wait.min(START_WAIT) };
+            if saga.as_ref().is_some_and(|s| s.ended_at.is_some()) || waited >= limit {
+                return Ok(saga);
+            }
+            let _ = tokio::time::timeout((limit - waited).min(RECHECK), ended).await;
+        }
     }
 
     /// Handles `message` once for saga `saga_id`: `decide` looks at the saga (`None` if it
@@ -121,6 +176,21 @@ impl SagaStore {
     /// One transition of a saga, caused by `message` (recorded in the inbox in the same
     /// transaction) or, when `None`, by a deadline.
     async fn transition(
+        &self,
+        message: Option<&Envelope>,
+        saga_id: Uuid,
+        decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
+    ) -> Result<Option<Advanced>, StoreError> {
+        let advanced = self.transition_stored(message, saga_id, decide).await?;
+        if let Some(a) = &advanced
+            && a.saga.ended_at.is_some()
+        {
+            self.waiters.ended(a.saga.order.order_id);
+        }
+        Ok(advanced)
+    }
+
+    async fn transition_stored(
         &self,
         message: Option<&Envelope>,
         saga_id: Uuid,
