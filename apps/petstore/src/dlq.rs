@@ -27,24 +27,25 @@ const ERROR_WIDTH: usize = 60;
 pub async fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
         ["list", options @ ..] => {
-            let options = Options::read(options, &["--channel", "--replayed", "--limit", "--cursor"], false)?;
+            let options = Options::read(options, &["--channel", "--replayed", "--limit", "--cursor"], false, USAGE)?;
             list(&options).await
         }
         ["replay", id, options @ ..] if !id.starts_with("--") => {
-            let options = Options::read(options, &[], true)?;
+            let options = Options::read(options, &[], true, USAGE)?;
             replay(&options, id).await
         }
         _ => bail!("usage: {USAGE}"),
     }
 }
 
-/// The options of a `petstore dlq` command.
+/// The options of a command that calls the pet store's API (`petstore dlq`, `petstore
+/// seed-pets`).
 #[derive(Debug, PartialEq)]
-struct Options {
+pub(crate) struct Options {
     /// `--url`, without a trailing `/`.
-    url: String,
-    /// The query options, as `name=value` pairs of the request.
-    query: Vec<(String, String)>,
+    pub(crate) url: String,
+    /// The command's own options, as `name=value` pairs (for `dlq`, those of the request).
+    pub(crate) query: Vec<(String, String)>,
     /// `--force`.
     force: bool,
     /// `--token`, else `PETSTORE_TOKEN`.
@@ -52,9 +53,9 @@ struct Options {
 }
 
 impl Options {
-    /// `--url`, the query options named in `query` and `--force` (when `force` allows it);
-    /// anything else is a usage error.
-    fn read(options: &[&str], query: &[&str], force: bool) -> anyhow::Result<Self> {
+    /// `--url`, `--token`, the options named in `query` and `--force` (when `force` allows
+    /// it); anything else is an error showing `usage`.
+    pub(crate) fn read(options: &[&str], query: &[&str], force: bool, usage: &str) -> anyhow::Result<Self> {
         let token = std::env::var("PETSTORE_TOKEN").ok().filter(|t| !t.trim().is_empty());
         let mut read = Self { url: DEFAULT_URL.to_owned(), query: Vec::new(), force: false, token };
         let mut rest = options.iter();
@@ -62,18 +63,18 @@ impl Options {
             match option {
                 "--force" if force => read.force = true,
                 "--token" => {
-                    let token = rest.next().with_context(|| format!("--token needs a value; usage: {USAGE}"))?;
+                    let token = rest.next().with_context(|| format!("--token needs a value; usage: {usage}"))?;
                     read.token = Some((*token).to_owned());
                 }
                 "--url" => {
-                    let url = rest.next().with_context(|| format!("--url needs a value; usage: {USAGE}"))?;
+                    let url = rest.next().with_context(|| format!("--url needs a value; usage: {usage}"))?;
                     read.url = url.trim_end_matches('/').to_owned();
                 }
                 name if query.contains(&name) => {
-                    let value = rest.next().with_context(|| format!("{name} needs a value; usage: {USAGE}"))?;
+                    let value = rest.next().with_context(|| format!("{name} needs a value; usage: {usage}"))?;
                     read.query.push((name.trim_start_matches("--").to_owned(), (*value).to_owned()));
                 }
-                other => bail!("unknown option `{other}`; usage: {USAGE}"),
+                other => bail!("unknown option `{other}`; usage: {usage}"),
             }
         }
         Ok(read)
@@ -103,7 +104,7 @@ fn endpoint(url: &str, path: &str, query: &[(String, String)]) -> anyhow::Result
 }
 
 /// A client that sends the options' token on every request.
-fn client(options: &Options) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client(options: &Options) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = &options.token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
@@ -193,15 +194,16 @@ mod tests {
 
     #[test]
     fn options_are_read_and_strangers_refused() {
-        let options = Options::read(&["--channel", "payment-commands", "--url", "http://h:1/"], &["--channel"], false)
-            .expect("valid");
+        let options =
+            Options::read(&["--channel", "payment-commands", "--url", "http://h:1/"], &["--channel"], false, USAGE)
+                .expect("valid");
         let query = vec![("channel".to_owned(), "payment-commands".to_owned())];
         assert_eq!(options, Options { url: "http://h:1".into(), query, force: false, token: options.token.clone() });
-        let with_token = Options::read(&["--token", "t0k"], &[], false).expect("valid");
+        let with_token = Options::read(&["--token", "t0k"], &[], false, USAGE).expect("valid");
         assert_eq!(with_token.token.as_deref(), Some("t0k"));
-        assert!(Options::read(&["--force"], &[], true).expect("valid").force);
+        assert!(Options::read(&["--force"], &[], true, USAGE).expect("valid").force);
         for bad in [&["--force"][..], &["--url"], &["--channel", "x"]] {
-            let err = Options::read(bad, &[], false).expect_err("refused");
+            let err = Options::read(bad, &[], false, USAGE).expect_err("refused");
             assert!(err.to_string().contains("usage"), "{bad:?}: {err}");
         }
     }

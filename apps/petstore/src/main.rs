@@ -5,6 +5,7 @@
 //! petstore serve <service>      one service on its own port (services.<service>.port)
 //! petstore rebuild-projections  rebuild the order projection from the order event log
 //! petstore dlq list|replay …    list or replay dead letters of a running pet store (see `dlq`)
+//! petstore seed-pets --count N  list N generated pets in a running pet store (see `seed`)
 //! petstore token --sub alice --role customer [--role admin] [--tier premium] [--ttl 1h]
 //!                               print a bearer token the configuration accepts (HS256 key source)
 //! ```
@@ -13,6 +14,7 @@
 //! `PETSTORE_ENV`, `PETSTORE_CONFIG` and `PETSTORE__…` variables; see the README.
 
 mod dlq;
+mod seed;
 mod token;
 
 use anyhow::{Context, bail};
@@ -33,6 +35,13 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let ["seed-pets", rest @ ..] = args.as_slice() {
+        if let Err(error) = seed::run(rest).await {
+            eprintln!("petstore seed-pets: {error:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let settings = Settings::load()?;
     match args.as_slice() {
         [] | ["all"] => all_in_one(settings).await,
@@ -43,9 +52,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: petstore [all | serve <{}> | rebuild-projections | dlq … | token …]\n       {}\n       {}",
+            "usage: petstore [all | serve <{}> | rebuild-projections | dlq … | seed-pets … | token …]\n       {}\n       {}\n       {}",
             SERVICES.join("|"),
             dlq::USAGE,
+            seed::USAGE,
             token::USAGE
         ),
     }

@@ -1,6 +1,8 @@
-//! `GET /orders/{id}/status?wait=`: one request that answers when the order's saga ends (or
-//! the wait runs out), instead of a client polling — in the all-in-one process, with each
-//! payment slowed by the `fault_payment_latency_ms` flag so that sagas take a while.
+//! What load tests stand on, in the all-in-one process: `GET /orders/{id}/status?wait=` (one
+//! request that answers when the order's saga ends, or the wait runs out, instead of a client
+//! polling — each payment slowed by the `fault_payment_latency_ms` flag so that sagas take a
+//! while), and `petstore seed-pets` (generated pets listed through the admin API, so that
+//! completed sagas can be sustained).
 
 use std::time::{Duration, Instant};
 
@@ -103,4 +105,47 @@ async fn a_waiting_status_request_answers_when_the_saga_ends_or_the_wait_runs_ou
         let (status, body, _) = store.status(&alice, &order, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_pets_lists_generated_pets_once_and_they_can_be_bought() {
+    let store = AllInOne::start().await;
+    let seed = |count: &str| {
+        let base = store.base.clone();
+        let count = count.to_owned();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_petstore"))
+                .args(["seed-pets", "--count", &count, "--prefix", "seeded", "--url", &base])
+                .env(
+                    "PETSTORE_TOKEN",
+                    kit::testing::token(&kit::Settings::with_overrides("{}").expect("settings"), "ops", &["admin"]),
+                )
+                .output()
+                .await
+                .expect("petstore seed-pets")
+        }
+    };
+    let first = seed("150").await;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).starts_with("150 pets listed, 0 already there"));
+    let again = seed("160").await;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("10 pets listed, 150 already there"));
+
+    let (status, pet) = store.send(store.http.get(format!("{}/pets/seeded-000159", store.base))).await;
+    assert_eq!(status, 200, "{pet}");
+    assert_eq!(pet["status"], "available");
+    let alice = kit::testing::bearer("alice", &["customer"]);
+    let order = store.order(&alice, "seeded-000159").await;
+    let (_, saga, _) = store.status(&alice, &order, "?wait=20s").await;
+    assert_eq!(saga["status"], "completed", "{saga}");
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_petstore"))
+        .args(["seed-pets", "--count", "1", "--url", &store.base])
+        .env_remove("PETSTORE_TOKEN")
+        .output()
+        .await
+        .expect("petstore seed-pets");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{}", String::from_utf8_lossy(&refused.stderr));
 }
