@@ -185,6 +185,17 @@ wait_for_saga() { # order_id customer [seconds] → prints the final status JSON
   fail "saga of order $order did not end in $limit s; last answer: $body"
 }
 
+settled_order() { # order_id customer → the order once its saga's end reached it (confirmed or cancelled)
+  # The order service hears of the end a moment after the saga ends (ApproveOrder/RejectOrder).
+  local order=$1 customer=$2 body started=$SECONDS
+  while :; do
+    body=$(api GET "/orders/$order" "$customer")
+    case "$(jq -r '.status // empty' <<<"$body")" in confirmed|cancelled) echo "$body"; return ;; esac
+    [ $((SECONDS - started)) -lt 10 ] || fail "order $order did not follow its saga in 10 s: $body"
+    sleep 0.05
+  done
+}
+
 # Seconds since the epoch, with the fraction, of an RFC 3339 UTC timestamp.
 JQ_TIME='def t: capture("^(?<s>[^.Z]+)(\\.(?<f>[0-9]+))?Z$") | ((.s + "Z") | fromdate) + (("0." + (.f // "0")) | tonumber);'
 
@@ -261,7 +272,7 @@ saga() {
   check "the saga completed" "$(jq -r .status <<<"$saga")" completed
   check "every step succeeded, in order" "$(jq -r '[.steps[] | .step + ":" + .status] | join(" ")' <<<"$saga")" \
     "reserve_pet:succeeded process_payment:succeeded schedule_delivery:succeeded mark_pet_sold:succeeded send_confirmation:succeeded"
-  check "the order is confirmed" "$(api GET "/orders/$order" alice | jq -r .status)" confirmed
+  check "the order is confirmed" "$(settled_order "$order" alice | jq -r .status)" confirmed
   check "the pet is sold" "$(api GET "/pets/$pet" | jq -r .status)" sold
   say "alice's inbox: $(api GET /notifications alice | jq -r '.items[0].subject')"
 
@@ -541,6 +552,7 @@ data() {
   bold "Data: an order is its events (event sourcing); GET /orders/{id} is their projection"
   saga=$(order_and_wait nina "$pet" credit_card)
   order=$(jq -r .order.order_id <<<"$saga")
+  settled_order "$order" nina >/dev/null
   api GET "/orders/$order/events" nina | jq -r '.events[] | "  v\(.version)  \(.recorded_at)  \(.event.type // (.event | keys[0]))"'
   check "placed, then confirmed" "$(jq -r '[.events[].event | .type // keys[0]] | join(",")' "$WORK/body")" "placed,confirmed"
   bold "Data: audit rows of the order and of the flag changes"
