@@ -162,6 +162,14 @@ pub(crate) enum Receipt {
 pub trait Consumer: Send + 'static {
     /// Waits for at least one message, then gathers up to `max` that arrive within
     /// `max_wait`. Messages of one key come in publication order.
+    ///
+    /// Cancel-safe: the future may be dropped at any await point (the bus `select!`s it
+    /// against handler completions, acknowledges, then calls `receive` again) without losing
+    /// a message. What it has already taken from the broker stays with the consumer and is
+    /// handed out, in order, by the next `receive` (or given back to the group by `close`);
+    /// nothing is skipped, acknowledged or committed past. The one exception is left to the
+    /// broker: RabbitMQ, dropped while reopening a broken channel, closes the half-open
+    /// channel, and the server requeues what it had sent there.
     async fn receive(&mut self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, BusError>;
     /// Marks a delivery processed: the group will not get it again.
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;

@@ -153,6 +153,8 @@ impl KafkaConsumer {
 impl Consumer for KafkaConsumer {
     async fn receive(&mut self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, BusError> {
         let max = max.max(1);
+        // `recv` is cancel-safe (rdkafka: a record leaves librdkafka's queue only in the poll
+        // that returns it), and a record goes to `ready` before the next await.
         while self.ready.is_empty() {
             let record = self.consumer()?.recv().await.map_err(|e| self.transient(&e))?;
             let received = received(&record, self.skip_before_ms);

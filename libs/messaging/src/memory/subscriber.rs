@@ -1,4 +1,8 @@
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 
@@ -9,8 +13,11 @@ use crate::{BusError, Consumer, Delivery, Envelope, backend::Receipt};
 pub(super) struct MemoryConsumer {
     group: Arc<Group>,
     id: u64,
-    /// Taken but not yet acknowledged: given back to the group on close.
+    /// Taken but not yet acknowledged (handed out, or still in `ready`): given back to the
+    /// group on close.
     unacked: HashMap<u64, Arc<Envelope>>,
+    /// Taken but not handed out yet (a cancelled `receive` leaves them here).
+    ready: VecDeque<Delivery>,
 }
 
 impl MemoryConsumer {
@@ -20,14 +27,15 @@ impl MemoryConsumer {
             state.next_consumer += 1;
             state.next_consumer
         };
-        Self { group, id, unacked: HashMap::new() }
+        Self { group, id, unacked: HashMap::new(), ready: VecDeque::new() }
     }
 
-    /// Takes up to `max` messages whose key is free or already held by this consumer.
-    fn take(&mut self, max: usize, out: &mut Vec<Delivery>) {
+    /// Takes messages whose key is free or already held by this consumer into `ready`, until
+    /// it holds `max`.
+    fn take(&mut self, max: usize) {
         let mut state = lock(&self.group.state);
         let mut i = 0;
-        while out.len() < max && i < state.pending.len() {
+        while self.ready.len() < max && i < state.pending.len() {
             let free = match state.pending[i].1.partition_key.as_deref().and_then(|k| state.held_keys.get(k)) {
                 Some((holder, _)) => *holder == self.id,
                 None => true,
@@ -47,10 +55,10 @@ impl MemoryConsumer {
             }
             self.unacked.insert(seq, envelope.clone());
             state.unacked += 1;
-            out.push(Delivery { envelope: (*envelope).clone(), receipt: Receipt::Memory { seq } });
+            self.ready.push_back(Delivery { envelope: (*envelope).clone(), receipt: Receipt::Memory { seq } });
         }
         // Others may be able to take what this consumer skipped or left.
-        if !state.pending.is_empty() && out.len() == max {
+        if !state.pending.is_empty() && self.ready.len() >= max {
             self.group.notify.notify_one();
         }
     }
@@ -76,27 +84,30 @@ impl MemoryConsumer {
 #[async_trait]
 impl Consumer for MemoryConsumer {
     async fn receive(&mut self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, BusError> {
-        let mut out = Vec::new();
+        let max = max.max(1);
         let group = self.group.clone();
+        // What is taken goes to `self.ready` at once, not into a local: a call dropped while
+        // it waits leaves it there for the next one.
         loop {
             let notified = group.notify.notified();
-            self.take(max, &mut out);
-            if !out.is_empty() {
+            self.take(max);
+            if !self.ready.is_empty() {
                 break;
             }
             notified.await;
         }
-        if out.len() < max && !max_wait.is_zero() {
+        if self.ready.len() < max && !max_wait.is_zero() {
             let deadline = tokio::time::Instant::now() + max_wait;
-            while out.len() < max {
+            while self.ready.len() < max {
                 let notified = group.notify.notified();
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     break;
                 }
-                self.take(max, &mut out);
+                self.take(max);
             }
         }
-        Ok(out)
+        let n = max.min(self.ready.len());
+        Ok(self.ready.drain(..n).collect())
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
@@ -106,7 +117,18 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 
-    async fn close(mut self: Box<Self>) {
+    async fn close(self: Box<Self>) {
+        // Dropping gives everything back (see `Drop`).
+        drop(self);
+    }
+}
+
+impl Drop for MemoryConsumer {
+    /// A consumer closed, or dropped without closing (its task killed), gives what it took
+    /// and did not acknowledge back to the group, in order, for the group's other consumers.
+    fn drop(&mut self) {
+        // What is in `ready` is in `unacked` too: given back with the rest.
+        self.ready.clear();
         let mut seqs: Vec<u64> = self.unacked.keys().copied().collect();
         seqs.sort_unstable();
         let returned: Vec<(u64, Arc<Envelope>)> =

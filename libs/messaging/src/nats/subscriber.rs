@@ -296,6 +296,9 @@ impl NatsConsumer {
             }
         };
         let subject = format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", self.settings.stream, self.consumer);
+        // Only queues the request for the connection (a channel send: dropped, it is not
+        // sent), and the request is recorded as soon as it is: cancel-safe. What it brings
+        // lands on the inbox subscription either way.
         self.client
             .publish_with_reply(subject, format!("{}.{id}", self.inbox), Bytes::from(request.to_string()))
             .await
@@ -470,12 +473,15 @@ impl NatsConsumer {
         }
     }
 
-    /// Tells the server never to deliver the malformed messages set aside again.
+    /// Tells the server never to deliver the malformed messages set aside again. Each stays
+    /// in `rejected` until it is sent, so that a `receive` dropped meanwhile leaves the rest
+    /// to the next call.
     async fn terminate_rejected(&mut self) {
-        for reply in std::mem::take(&mut self.rejected) {
+        while let Some(reply) = self.rejected.last().cloned() {
             if let Err(e) = self.client.publish(reply, Bytes::from_static(b"+TERM")).await {
                 debug!(error = %e, "could not terminate a malformed message; it will come back");
             }
+            self.rejected.pop();
         }
     }
 
@@ -563,9 +569,10 @@ impl Consumer for NatsConsumer {
             }
         }
         let n = max.min(self.ready.len());
-        let batch: Vec<Delivery> = self.ready.drain(..n).collect();
         // The next batch's worth of what is ready, to arrive while this one is processed.
-        let wanted = max.saturating_sub(self.ready.len());
+        // Asked for before the batch leaves `ready`: a call dropped at this await loses
+        // nothing.
+        let wanted = max.saturating_sub(self.ready.len() - n);
         if self.inflight.is_none()
             && !self.gone
             && wanted > 0
@@ -573,7 +580,7 @@ impl Consumer for NatsConsumer {
         {
             debug!(error = %e, "could not ask for the next batch");
         }
-        Ok(batch)
+        Ok(self.ready.drain(..n).collect())
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {

@@ -118,7 +118,9 @@ impl RabbitMqConsumer {
         Ok(Live { channel, consumer, queue })
     }
 
-    /// The live channel, reopened if it broke.
+    /// The live channel, reopened if it broke. Dropped while reopening, the half-open channel
+    /// (and a consumer started on it) closes as it is dropped, and the server requeues what it
+    /// sent there.
     async fn live(&mut self) -> Result<&mut Live, BusError> {
         if self.live.is_none() {
             self.live = Some(self.start().await?);
@@ -138,7 +140,9 @@ impl RabbitMqConsumer {
     }
 
     /// Takes the next item of the AMQP consumer: a delivery to hand out, a malformed message
-    /// to reject, or the end of the channel.
+    /// to reject, or the end of the channel. A delivery is in `ready` before anything is
+    /// awaited, and a rejection is sent on the first poll (only its answer is awaited), so a
+    /// `receive` dropped here loses nothing.
     async fn take(&mut self, next: Option<lapin::Result<lapin::message::Delivery>>) -> Result<(), BusError> {
         let error = match next {
             Some(Ok(delivery)) => {

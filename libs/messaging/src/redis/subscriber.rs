@@ -536,6 +536,9 @@ impl Consumer for RedisConsumer {
     async fn receive(&mut self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, BusError> {
         let max = max.max(1);
         let block = self.io.shared.config.block();
+        // Dropped during a read, the entries it takes on the server are in this consumer's
+        // pending list, and `uncertain` makes the next read hand them out (`recover`); those
+        // already read are in `ready`.
         while self.ready.is_empty() {
             self.fetch(max, block, true).await?;
         }
