@@ -53,6 +53,10 @@ pub struct MessagingConfig {
     /// Handler retries before a message is dead-lettered.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Messages a subscription handles at once (never two of one partition key at a time,
+    /// so each key's order holds); a channel may set its own. Default 16.
+    #[serde(default = "MessagingConfig::default_concurrency")]
+    pub concurrency: usize,
     /// How often each bus samples the backlog of the groups it consumes and of their
     /// dead-letter channels into gauges (`10s`, `500ms`, `1m30s`; default 10 s).
     #[serde(default = "MessagingConfig::default_lag_interval", deserialize_with = "duration::deserialize")]
@@ -144,12 +148,32 @@ impl MessagingConfig {
         std::time::Duration::from_secs(10)
     }
 
-    /// Checks `lag_interval` (a zero period cannot be sampled at).
-    pub(crate) fn validate_lag_interval(&self) -> Result<(), crate::BusError> {
+    fn default_concurrency() -> usize {
+        16
+    }
+
+    /// Checks the settings that need no connection to check: `lag_interval` (a zero period
+    /// cannot be sampled at) and every concurrency (at least 1), naming the key.
+    pub(crate) fn validate_settings(&self) -> Result<(), crate::BusError> {
         if self.lag_interval.is_zero() {
             return Err(crate::BusError::Config("messaging.lag_interval: must be greater than 0".into()));
         }
+        if self.concurrency == 0 {
+            return Err(crate::BusError::Config("messaging.concurrency: must be at least 1".into()));
+        }
+        for (name, channel) in &self.channels {
+            if channel.concurrency == Some(0) {
+                return Err(crate::BusError::Config(format!(
+                    "messaging.channels.{name}.concurrency: must be at least 1"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// How many messages a subscription of `channel` handles at once.
+    pub fn concurrency_of(&self, channel: &ChannelConfig) -> usize {
+        channel.concurrency.unwrap_or(self.concurrency)
     }
 
     /// The backend that carries `channel`: its own `backend`, else the selection for its
@@ -165,10 +189,10 @@ impl MessagingConfig {
     }
 
     /// Checks what can be checked without connecting: every backend in use has its
-    /// connection section, every channel has at least one partition, and `lag_interval` is
-    /// positive. Errors name the key.
+    /// connection section, every channel has at least one partition, `lag_interval` is
+    /// positive and every concurrency at least 1. Errors name the key.
     pub fn validate(&self) -> Result<(), crate::BusError> {
-        self.validate_lag_interval()?;
+        self.validate_settings()?;
         for kind in self.backends_in_use() {
             let present = match kind {
                 BackendKind::Memory => true,
@@ -290,6 +314,10 @@ pub struct ChannelConfig {
     /// Where a new consumer group starts.
     #[serde(default)]
     pub start: StartFrom,
+    /// Messages a subscription of this channel handles at once; `messaging.concurrency`
+    /// when absent.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 impl ChannelConfig {
@@ -386,6 +414,27 @@ mod tests {
         let c = config(serde_json::json!({ "default_backend": "memory", "channels": {}, "lag_interval": "0s" }));
         let err = c.validate().expect_err("zero interval").to_string();
         assert!(err.contains("messaging.lag_interval"), "{err}");
+    }
+
+    #[test]
+    fn concurrency_defaults_to_sixteen_a_channel_may_set_its_own_and_zero_is_refused() {
+        let c = config(serde_json::json!({
+            "default_backend": "memory",
+            "channels": { "a": { "pattern": "pub_sub" }, "b": { "pattern": "pub_sub", "concurrency": 2 } },
+        }));
+        assert_eq!(c.concurrency_of(&c.channels["a"]), 16);
+        assert_eq!(c.concurrency_of(&c.channels["b"]), 2);
+        let zero = config(serde_json::json!({
+            "default_backend": "memory", "concurrency": 0, "channels": {},
+        }));
+        let err = zero.validate().expect_err("zero").to_string();
+        assert!(err.contains("messaging.concurrency"), "{err}");
+        let zero = config(serde_json::json!({
+            "default_backend": "memory",
+            "channels": { "c": { "pattern": "pub_sub", "concurrency": 0 } },
+        }));
+        let err = zero.validate().expect_err("zero").to_string();
+        assert!(err.contains("messaging.channels.c.concurrency"), "{err}");
     }
 
     #[test]

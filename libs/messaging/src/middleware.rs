@@ -2,9 +2,9 @@
 //! the message and the rest of the chain ([`Next`]) and may act before and after it, run it
 //! again (retry) or not at all (deduplication).
 //!
-//! Every subscription runs `Observe → Deduplicate → Retry → (layers added with
-//! [`crate::Bus::add_middleware`]) → handler`. What is left failing after the chain is
-//! dead-lettered by the bus, which alone can acknowledge the delivery.
+//! Every subscription runs `dead letters → Observe → Deduplicate → Retry → (layers added
+//! with [`crate::Bus::add_middleware`]) → handler`: what is still failing after the retries
+//! is stored as a dead letter by the outermost layer, and the bus acknowledges the delivery.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -64,6 +64,11 @@ impl<'a> Delivered<'a> {
     /// Whether the consumer is shutting down (a layer should stop waiting).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// The consumer's shutdown signal, for a layer that waits.
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        self.cancel
     }
 }
 

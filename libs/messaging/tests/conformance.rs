@@ -51,6 +51,7 @@ fn base_config(kind: BackendKind) -> serde_json::Value {
             "queries": { "pattern": "request_response", "partitions": 1 },
             "unserved": { "pattern": "request_response", "partitions": 1 },
             "stream": { "pattern": "streaming", "partitions": 3 },
+            "parallel": { "pattern": "pub_sub", "partitions": 3, "concurrency": 8 },
         },
     })
 }
@@ -58,8 +59,35 @@ fn base_config(kind: BackendKind) -> serde_json::Value {
 impl Fixture {
     async fn new(kind: BackendKind, config: serde_json::Value, patience: Duration) -> Self {
         let config: MessagingConfig = serde_json::from_value(config).expect("test configuration");
+        Self::connect(kind, config, patience).await
+    }
+
+    async fn connect(kind: BackendKind, config: MessagingConfig, patience: Duration) -> Self {
         let backends = Backends::connect(&config).await.expect("connect the backends");
         Self { backends, config, kind, patience, shutdown: CancellationToken::new(), buses: Mutex::new(Vec::new()) }
+    }
+
+    /// The same fixture with the backends' redelivery timeouts (NATS ack wait, SQS
+    /// visibility timeout, Redis claim idle time) cut to two seconds, for scenarios in which
+    /// a consumer dies holding messages that must then come back.
+    async fn with_quick_redelivery(self) -> Self {
+        #[allow(unused_mut)] // only some backends have a redelivery timeout
+        let mut config = self.config.clone();
+        #[cfg(feature = "nats")]
+        if let Some(nats) = config.nats.as_mut() {
+            nats.ack_wait_secs = 2;
+        }
+        #[cfg(feature = "sns")]
+        if let Some(sns) = config.sns.as_mut() {
+            sns.visibility_timeout_secs = 2;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = config.redis.as_mut() {
+            redis.claim_idle_ms = 2_000;
+        }
+        let (kind, patience) = (self.kind, self.patience);
+        self.finish().await;
+        Self::connect(kind, config, patience).await
     }
 
     /// A bus for `service`, closed by [`Fixture::finish`].
@@ -176,7 +204,10 @@ macro_rules! scenarios {
     a_pattern_the_backend_lacks_fails_bus_new,
     a_message_delivered_twice_is_handled_once,
     a_new_group_can_start_from_a_point_in_time,
-    the_backlog_counts_what_a_group_has_not_acknowledged);
+    the_backlog_counts_what_a_group_has_not_acknowledged,
+    a_receive_dropped_before_it_returns_loses_nothing,
+    under_concurrency_keys_run_side_by_side_and_each_keeps_its_order,
+    a_consumer_killed_mid_batch_loses_nothing_and_repeats_no_effect);
     };
     (@each $backend:ident; $($scenario:ident),+) => {
         $(
@@ -361,6 +392,96 @@ async fn the_backlog_counts_what_a_group_has_not_acknowledged(f: Fixture) {
     let ids: Vec<Uuid> = sent.iter().map(|m| m.id).collect();
     receive_ids(&mut consumer, f.patience, &ids).await;
     backlog_reaches(&*backend, &channel, &group, 0, f.patience).await;
+    consumer.close().await;
+    f.finish().await;
+}
+
+/// The bus's consume loop drops a `receive` whenever a handler finishes first, then
+/// acknowledges and calls `receive` again: what the dropped call had already taken from the
+/// backend must come out of a later call, once, in order per key, and nothing may be left.
+async fn a_receive_dropped_before_it_returns_loses_nothing(f: Fixture) {
+    let _declares_the_channels = f.bus("impatient").await;
+    let backend = f.backend();
+    let channel = f.physical("stream");
+    let group = format!("{}impatient", f.config.topic_prefix);
+    backend.ensure_group(&channel, &group).await.expect("ensure the group");
+    let options = SubscribeOptions { group: Some(group.clone()), start: StartFrom::Earliest };
+    let mut consumer = backend.subscribe(&channel, options).await.expect("subscribe");
+    // Once a first message is through, the consumer is up (a Kafka group has settled).
+    let warm_up = message("warmup", 0);
+    backend.publish(&channel, &warm_up).await.expect("publish");
+    receive_ids(&mut consumer, f.patience, &[warm_up.id]).await;
+
+    // Published while the consumer receives, in bursts, so that many receives take a few
+    // messages and are dropped while they wait for more.
+    let messages: Vec<Envelope> = (0..12).flat_map(|n| (0..5).map(move |k| message(&format!("key{k}"), n))).collect();
+    let expected: HashSet<Uuid> = messages.iter().map(|m| m.id).collect();
+    let publishing = tokio::spawn({
+        let (backend, channel, messages) = (backend.clone(), channel.clone(), messages.clone());
+        async move {
+            for burst in messages.chunks(5) {
+                for m in burst {
+                    backend.publish(&channel, m).await.expect("publish");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+
+    // Every delivery is acknowledged at once, and the patience is shorter than every
+    // backend's redelivery timeout (ack wait, visibility timeout, claim idle time: 30 s), so
+    // a message a dropped receive took can only come back by being handed out again by this
+    // consumer; and a message that comes twice was handed out twice.
+    let patience = f.patience.min(Duration::from_secs(20));
+    let deadline = tokio::time::Instant::now() + patience;
+    let (mut first, mut times, mut dropped) = (Vec::new(), HashMap::<Uuid, usize>::new(), 0);
+    for attempt in 0u64.. {
+        if expected.iter().all(|id| times.contains_key(id)) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        // Mostly cut after 1..15 ms, well within the 50 ms a receive may gather for; every
+        // fourth call may take its time.
+        let cut = if attempt % 4 == 3 {
+            deadline
+        } else {
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(1 + attempt % 15))
+        };
+        let Ok(batch) = tokio::time::timeout_at(cut, consumer.receive(7, Duration::from_millis(50))).await else {
+            dropped += 1;
+            continue;
+        };
+        for d in batch.expect("receive") {
+            consumer.ack(&d).await.expect("ack");
+            let n = times.entry(d.envelope.id).or_default();
+            *n += 1;
+            if *n == 1 {
+                first.push(d.envelope);
+            }
+        }
+    }
+    publishing.await.expect("publisher task");
+
+    let missing: Vec<String> = messages.iter().filter(|m| !times.contains_key(&m.id)).map(label).collect();
+    assert!(missing.is_empty(), "not received within {patience:?} ({dropped} receives dropped): {missing:?}");
+    let twice: Vec<String> = first.iter().filter(|e| times[&e.id] > 1).map(label).collect();
+    assert!(twice.is_empty(), "received more than once: {twice:?}");
+    let unexpected: Vec<String> = first.iter().filter(|e| !expected.contains(&e.id)).map(label).collect();
+    assert!(unexpected.is_empty(), "received what was not published then: {unexpected:?}");
+    assert!(dropped > 0, "no receive was dropped: the scenario tested nothing");
+    let per_key = order_per_key(&first);
+    assert_eq!(per_key.len(), 5);
+    for (key, order) in per_key {
+        assert_eq!(order, (0..12).collect::<Vec<_>>(), "order of {key}");
+    }
+
+    // Nothing is left over: not in the consumer, not in the group.
+    if let Ok(more) = tokio::time::timeout(Duration::from_millis(300), consumer.receive(16, Duration::ZERO)).await {
+        let more: Vec<String> = more.expect("receive").iter().map(|d| label(&d.envelope)).collect();
+        assert!(more.is_empty(), "left over: {more:?}");
+    }
+    if backend.capabilities().backlog {
+        backlog_reaches(&*backend, &channel, &group, 0, f.patience).await;
+    }
     consumer.close().await;
     f.finish().await;
 }
@@ -797,7 +918,13 @@ async fn a_call_that_does_not_fit_the_channel_pattern_is_a_config_error(f: Fixtu
     assert!(matches!(&err, BusError::UnknownChannel(c) if c == "nowhere"), "{err}");
 
     let mut config = f.config.clone();
-    let broken = ChannelConfig { pattern: Pattern::PubSub, backend: None, partitions: 0, start: StartFrom::Earliest };
+    let broken = ChannelConfig {
+        pattern: Pattern::PubSub,
+        backend: None,
+        partitions: 0,
+        start: StartFrom::Earliest,
+        concurrency: None,
+    };
     config.channels.insert("broken".into(), broken);
     let err = Bus::new(&f.backends, &config, "broken", CancellationToken::new()).await.err().expect("0 partitions");
     assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.broken.partitions")), "{err}");
@@ -838,5 +965,169 @@ async fn a_pattern_the_backend_lacks_fails_bus_new(f: Fixture) {
     // `commands` is the first channel (alphabetically) that is not pub/sub.
     assert!(matches!(&err, BusError::Config(m) if m.contains("messaging.channels.commands.pattern")), "{err}");
     assert!(err.to_string().contains("point_to_point"), "{err}");
+    f.finish().await;
+}
+
+/// Messages in hand at once, overall and per key, as a handler sees them.
+#[derive(Clone, Default)]
+struct InHand(Arc<Mutex<InHandCounts>>);
+
+#[derive(Default)]
+struct InHandCounts {
+    per_key: HashMap<String, usize>,
+    now: usize,
+    most: usize,
+    most_of_one_key: usize,
+}
+
+impl InHand {
+    fn enter(&self, key: &str) {
+        let mut c = self.0.lock().expect("in hand");
+        let of_key = c.per_key.entry(key.to_owned()).or_default();
+        *of_key += 1;
+        let of_key = *of_key;
+        c.now += 1;
+        c.most = c.most.max(c.now);
+        c.most_of_one_key = c.most_of_one_key.max(of_key);
+    }
+
+    fn leave(&self, key: &str) {
+        let mut c = self.0.lock().expect("in hand");
+        if let Some(n) = c.per_key.get_mut(key) {
+            *n -= 1;
+        }
+        c.now -= 1;
+    }
+
+    fn most(&self) -> (usize, usize) {
+        let c = self.0.lock().expect("in hand");
+        (c.most, c.most_of_one_key)
+    }
+}
+
+async fn under_concurrency_keys_run_side_by_side_and_each_keeps_its_order(f: Fixture) {
+    let bus = f.bus("parallel").await;
+    let (seen, in_hand) = (Seen::default(), InHand::default());
+    let handler = {
+        let (seen, in_hand) = (seen.clone(), in_hand.clone());
+        move |env: Envelope| {
+            let (seen, in_hand) = (seen.clone(), in_hand.clone());
+            async move {
+                let key = env.partition_key.clone().unwrap_or_default();
+                in_hand.enter(&key);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                seen.push(env);
+                in_hand.leave(&key);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    bus.subscribe("parallel", "workers", handler).await.expect("subscribe");
+
+    let messages: Vec<Envelope> = (0..12).flat_map(|n| (0..6).map(move |k| message(&format!("key{k}"), n))).collect();
+    let sent = publish_all(&bus, "parallel", &messages).await;
+    eventually(f.patience, || missing(&sent, &seen.ids())).await;
+
+    let (most, most_of_one_key) = in_hand.most();
+    assert!(most > 1, "the channel's concurrency is 8, yet messages were handled one at a time");
+    assert!(most <= 8, "{most} messages in hand at once; the channel's concurrency is 8");
+    assert_eq!(most_of_one_key, 1, "two messages of one key were in hand at once");
+    let per_key = order_per_key(&seen.all());
+    assert_eq!(per_key.len(), 6);
+    for (key, order) in per_key {
+        assert_eq!(order, (0..12).collect::<Vec<_>>(), "order of {key}");
+    }
+    f.finish().await;
+}
+
+/// What handling a message did, as a service records it: the message id in an inbox and
+/// the effect, in one step (a service does both in one transaction), so that a redelivery
+/// finds its id and changes nothing. Also counts deliveries, repeats included.
+#[derive(Clone, Default)]
+struct Effects(Arc<Mutex<EffectLog>>);
+
+#[derive(Default)]
+struct EffectLog {
+    inbox: HashSet<Uuid>,
+    applied: Vec<Envelope>,
+    deliveries: usize,
+}
+
+impl Effects {
+    /// Applies `env`'s effect unless the inbox has it; counts deliveries either way.
+    fn apply(&self, env: Envelope) {
+        let mut log = self.0.lock().expect("effects");
+        log.deliveries += 1;
+        if log.inbox.insert(env.id) {
+            log.applied.push(env);
+        }
+    }
+
+    fn ids(&self) -> HashSet<Uuid> {
+        self.0.lock().expect("effects").inbox.clone()
+    }
+
+    fn applied(&self) -> usize {
+        self.0.lock().expect("effects").applied.len()
+    }
+
+    fn deliveries(&self) -> usize {
+        self.0.lock().expect("effects").deliveries
+    }
+
+    /// A handler that takes a few milliseconds per message, then applies it.
+    fn handler(
+        &self,
+    ) -> impl Fn(Envelope) -> futures::future::BoxFuture<'static, Result<(), HandlerError>> + Send + Sync + use<> {
+        let effects = self.clone();
+        move |env| {
+            let effects = effects.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                effects.apply(env);
+                Ok(())
+            })
+        }
+    }
+}
+
+async fn a_consumer_killed_mid_batch_loses_nothing_and_repeats_no_effect(f: Fixture) {
+    let f = f.with_quick_redelivery().await;
+    let messages: Vec<Envelope> = (0..10).flat_map(|n| (0..8).map(move |k| message(&format!("key{k}"), n))).collect();
+    let effects = Effects::default();
+
+    // The instance that dies runs on a runtime of its own: shutting that down drops its
+    // tasks where they stand, as a killed process would — messages in hand, acknowledgements
+    // not sent, the consumer not closed.
+    let doomed = f.bus("crashing").await;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let (subscribed, ready) = tokio::sync::oneshot::channel();
+    let handler = effects.handler();
+    runtime.spawn(async move {
+        let subscription = doomed.subscribe("parallel", "workers", handler).await.expect("subscribe");
+        let _ = subscribed.send(());
+        // Runs until the runtime is shut down.
+        std::future::pending::<()>().await;
+        drop(subscription);
+    });
+    ready.await.expect("the doomed instance subscribed");
+    let bus = f.bus("crashing").await;
+    let sent = publish_all(&bus, "parallel", &messages).await;
+    eventually(f.patience, || {
+        let n = effects.ids().len();
+        if n >= messages.len() / 3 { Ok(()) } else { Err(format!("{n} handled before the kill")) }
+    })
+    .await;
+    runtime.shutdown_background();
+    let at_kill = effects.ids().len();
+
+    bus.subscribe("parallel", "workers", effects.handler()).await.expect("subscribe the new instance");
+    eventually(f.patience, || missing(&sent, &effects.ids())).await;
+    assert!(at_kill < messages.len(), "the instance must die with messages left to handle");
+    // Each message's effect once: what the dead instance had in hand comes again (some
+    // backends only after their redelivery timeout, and then after later messages of its
+    // key) and the inbox drops what was done already.
+    assert_eq!(effects.applied(), messages.len());
+    eprintln!("killed after {at_kill} effects; {} deliveries for {} messages", effects.deliveries(), messages.len());
     f.finish().await;
 }
