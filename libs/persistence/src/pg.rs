@@ -140,18 +140,19 @@ impl OutboxStore for PgOutbox {
     async fn relay(&self, max: usize, sink: &dyn OutboxSink) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await?;
         // One relay per schema at a time, so that messages leave in commit order even with
-        // several replicas of the service.
-        let leader: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
-                .fetch_one(&mut *tx)
-                .await?;
-        if !leader {
+        // several replicas of the service: the lock and the read in one round trip (a
+        // replica that does not get the lock reads nothing).
+        let rows = sqlx::query(
+            "WITH relay AS (SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox')) AS leader) \
+             SELECT seq, channel, envelope FROM outbox, relay WHERE relay.leader ORDER BY seq LIMIT $1",
+        )
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
             return Ok(0);
         }
-        let rows = sqlx::query("SELECT seq, channel, envelope FROM outbox ORDER BY seq LIMIT $1")
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await?;
         let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq")?;
