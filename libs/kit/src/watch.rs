@@ -39,6 +39,7 @@ pub(crate) fn on_change(
     let shown = || dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
+            && changes_content(&event.kind)
             && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n) || swapped(n)))
         {
             let _ = tx.send(());
@@ -67,7 +68,61 @@ pub(crate) fn on_change(
     Ok(())
 }
 
+/// Whether an event can change what a file holds. Opening and reading a file are events too,
+/// and every process that reloads reads the file: reacting to reads would have processes
+/// sharing a file (the compose deployment mounts one directory into every container) wake
+/// each other up without end.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
 /// Whether `name` is the symlink a ConfigMap update swaps (or its temporary twin).
 fn swapped(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| n.starts_with("..data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reading_a_watched_file_is_no_change_and_writing_it_is() {
+        let dir = std::env::temp_dir().join(format!("watch-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("settings.yaml");
+        std::fs::write(&file, "a: 1\n").expect("write");
+        let changes = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let counter = changes.clone();
+        on_change(std::slice::from_ref(&file), Duration::from_millis(20), &shutdown, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("watch");
+
+        for _ in 0..5 {
+            std::fs::read_to_string(&file).expect("read");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(changes.load(Ordering::SeqCst), 0, "reads are no change");
+
+        std::fs::write(&file, "a: 2\n").expect("write");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while changes.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(changes.load(Ordering::SeqCst) >= 1, "a write is a change");
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
