@@ -49,6 +49,7 @@ pub async fn start(ctx: &ServiceContext) -> Result<Service, StartError> {
             .await
             .map_err(StartError::at(SERVICE, "subscribing"))?;
     }
+    ctx.tasks.spawn(store.clone().follow_ends(ctx.shutdown.clone()));
     let deadlines = &ctx.settings.services.orchestrator;
     ctx.tasks.spawn(deadlines::watch(
         store.clone(),

@@ -49,7 +49,9 @@ pub struct SagaStore {
 }
 
 /// Who waits for which order's saga to end. A saga that ends in this instance wakes its
-/// waiters at once; one ended by another instance is seen at their next look ([`RECHECK`]).
+/// waiters at once; with PostgreSQL, one ended by another instance wakes them when its end is
+/// announced ([`SagaStore::follow_ends`]); should an announcement be missed, a waiter looks
+/// again after [`RECHECK`].
 #[derive(Default)]
 struct Waiters(std::sync::Mutex<HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>>);
 
@@ -78,8 +80,11 @@ impl Waiters {
     }
 }
 
-/// How often a waiting request looks at the saga again, for sagas other instances end.
-const RECHECK: Duration = Duration::from_millis(250);
+/// How often a waiting request looks at the saga again: a safety net for an announcement of
+/// an end missed while the listener reconnected, not the way ends are seen.
+const RECHECK: Duration = Duration::from_secs(5);
+/// The PostgreSQL channel a saga's end is announced on (migration 0120), with its order id.
+const ENDED_CHANNEL: &str = "orchestrator_saga_ended";
 /// How long a waiting request waits for a saga that does not exist yet to start (a saga starts
 /// a moment after its order is accepted).
 const START_WAIT: Duration = Duration::from_secs(2);
@@ -105,6 +110,47 @@ impl SagaStore {
     /// Wraps the configured storage; `source` names the orchestrator in its commands.
     pub fn new(storage: Storage<SagaState>, source: &str) -> Self {
         Self { storage, source: source.to_owned(), waiters: Arc::default() }
+    }
+
+    /// Wakes the requests waiting for sagas that other orchestrator instances end: listens to
+    /// the end announcements of the PostgreSQL storage until `shutdown` (reconnecting after a
+    /// failure). In memory every saga ends in this process, so there is nothing to follow.
+    pub async fn follow_ends(self, shutdown: tokio_util::sync::CancellationToken) {
+        let Storage::Postgres { pool, .. } = &self.storage else { return };
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let listening = self.wake_on_ends(pool, &mut failures);
+            let Err(error) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = listening => result,
+            };
+            failures += 1;
+            let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+            tracing::warn!(%error, ?backoff, "listening for saga ends failed; waiting requests look again every 5 s meanwhile");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Listens to the end announcements and wakes each ended saga's waiters; returns only
+    /// when the connection fails. `failures` is reset once listening.
+    async fn wake_on_ends(
+        &self,
+        pool: &sqlx::PgPool,
+        failures: &mut u32,
+    ) -> Result<std::convert::Infallible, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(ENDED_CHANNEL).await?;
+        *failures = 0;
+        loop {
+            let notification = listener.recv().await?;
+            match Uuid::parse_str(notification.payload()) {
+                Ok(order_id) => self.waiters.ended(order_id),
+                Err(_) => tracing::warn!(payload = notification.payload(), "unreadable saga end announcement"),
+            }
+        }
     }
 
     /// The saga of `order_id` once it has ended, or as it is when `wait` runs out; `None` when
@@ -329,4 +375,82 @@ async fn project(conn: &mut PgConnection, saga: &Saga, version: i64) -> Result<(
 /// Seconds from start to end of a finished saga.
 pub fn duration_secs(saga: &Saga, ended: DateTime<Utc>) -> f64 {
     (ended - saga.started_at).num_microseconds().unwrap_or(0) as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use contracts::{Address, PaymentMethod, order::OrderDetails, pricing::PricingArm};
+    use persistence::pg;
+    use saga::{Reply, Step};
+
+    use super::*;
+
+    fn order() -> OrderDetails {
+        OrderDetails {
+            order_id: Uuid::now_v7(),
+            customer_id: "alice".into(),
+            pet_id: "pet-1".into(),
+            amount: rust_decimal::Decimal::new(1_000, 2),
+            currency: "USD".into(),
+            shipping_address: Address {
+                street: "1 Main St".into(),
+                city: "Springfield".into(),
+                postal_code: "49007".into(),
+                country: "US".into(),
+            },
+            payment_method: PaymentMethod::CreditCard,
+            special_instructions: None,
+            pricing_arm: PricingArm::default(),
+            express: false,
+        }
+    }
+
+    /// Two orchestrator instances on one database: a request waiting in one hears at once of
+    /// the end of a saga the other ended — long before it would look again on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_request_wakes_when_another_instance_ends_the_saga() {
+        let url = kit::testing::fresh_database().await;
+        let pool = pg::connect(&url, SERVICE, 4, Duration::from_secs(5)).await.expect("connect");
+        pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        let storage = || Storage::Postgres { pool: pool.clone(), schema: SERVICE };
+        let (ending, waiting) = (SagaStore::new(storage(), "/a"), SagaStore::new(storage(), "/b"));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(waiting.clone().follow_ends(shutdown.clone()));
+
+        let (saga_id, order) = (Uuid::now_v7(), order());
+        let order_id = order.order_id;
+        let cause = |n: u8| {
+            let ctx = MessageContext::default();
+            let mut message =
+                Envelope::from_message("/t", &contracts::inventory::GetPetStatus { pet_id: n.to_string() }, &ctx)
+                    .expect("envelope");
+            message.id = Uuid::now_v7();
+            message
+        };
+        ending.advance(&cause(0), saga_id, |_| Saga::start(saga_id, order, None)).await.expect("start");
+        // Let the listener start listening (its first connection), then wait in the other instance.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiter = tokio::spawn({
+            let waiting = waiting.clone();
+            async move {
+                let asked = tokio::time::Instant::now();
+                let saga = waiting.wait_for_end(order_id, Duration::from_secs(20)).await.expect("wait");
+                (saga, asked.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let failed = Reply::Failed(Step::ReservePet, "sold".into());
+        ending.advance(&cause(1), saga_id, |s| s.map(|s| s.on_reply(&failed)).unwrap_or_default()).await.expect("fail");
+        ending
+            .advance(&cause(2), saga_id, |s| s.map(|s| s.on_reply(&Reply::NoticeSent)).unwrap_or_default())
+            .await
+            .expect("notice");
+        let ended = ending.for_order(order_id).await.expect("read").expect("saga");
+        assert!(ended.ended_at.is_some(), "the saga ended: {ended:?}");
+
+        let (saga, took) = waiter.await.expect("waiter");
+        assert!(saga.is_some_and(|s| s.ended_at.is_some()), "the waiter saw the end");
+        assert!(took < RECHECK, "woken by the announcement after {took:?}, not by looking again");
+        shutdown.cancel();
+    }
 }
