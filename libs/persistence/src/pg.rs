@@ -2,7 +2,7 @@
 //! `search_path` set to it), migrations embedded and run at start-up, and the outbox, inbox
 //! and event store inside the service's own transactions.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -10,10 +10,9 @@ use messaging::Envelope;
 use sqlx::{
     PgConnection, PgPool, Row,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tokio::sync::Mutex;
-use tracing::warn;
+use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::{DomainEvent, OutboxSink, OutboxStore, Outgoing, Recorded, StoreError};
@@ -50,6 +49,22 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<
         migrator.dangerous_set_table_name(format!("\"{schema}\".{table}"));
         migrator.run(pool).await?;
     }
+    Ok(())
+}
+
+/// Counts commits of transactions that may have written to an outbox in this process; the
+/// relays wait on it. In-process on purpose: PostgreSQL's `NOTIFY` takes one cluster-wide
+/// lock from the commit of a notifying transaction until its WAL is flushed, which made every
+/// writing transaction of every service wait for the others' flushes in turn. A replica's
+/// relay that misses a wake-up (the rows were written by another replica) finds the rows at
+/// its next poll.
+static OUTBOX_WRITTEN: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// Commits `tx` and wakes this process's outbox relays: how every transaction that puts
+/// messages in an outbox ends.
+pub async fn commit(tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    tx.commit().await?;
+    OUTBOX_WRITTEN.send_modify(|n| *n = n.wrapping_add(1));
     Ok(())
 }
 
@@ -95,7 +110,7 @@ pub async fn handle_once<T>(
     }
     let (value, outgoing) = work(&mut tx).await?;
     enqueue_all(&mut tx, &outgoing).await?;
-    tx.commit().await?;
+    commit(tx).await?;
     Ok(Some(value))
 }
 
@@ -109,29 +124,52 @@ pub async fn write<T>(
     let mut tx = pool.begin().await?;
     let (value, outgoing) = work(&mut tx).await?;
     enqueue_all(&mut tx, &outgoing).await?;
-    tx.commit().await?;
+    commit(tx).await?;
     Ok(value)
 }
 
-/// Puts every outgoing message in the outbox, inside the caller's transaction.
+/// Puts every outgoing message in the outbox, inside the caller's transaction: one statement
+/// for all of them.
 pub async fn enqueue_all(conn: &mut PgConnection, outgoing: &[Outgoing]) -> Result<(), StoreError> {
-    for o in outgoing {
-        enqueue(conn, &o.channel, &o.envelope).await?;
+    match outgoing {
+        [] => Ok(()),
+        [one] => enqueue(conn, &one.channel, &one.envelope).await,
+        many => {
+            let mut ids = Vec::with_capacity(many.len());
+            let mut channels = Vec::with_capacity(many.len());
+            let mut envelopes = Vec::with_capacity(many.len());
+            for o in many {
+                ids.push(o.envelope.id);
+                channels.push(o.channel.as_str());
+                envelopes.push(o.envelope.to_json().map_err(|e| StoreError::Codec(e.to_string()))?);
+            }
+            // WITH ORDINALITY: `seq` follows the order of `outgoing`, the order they leave in.
+            sqlx::query(
+                "INSERT INTO outbox (message_id, channel, envelope) \
+                 SELECT id, channel, envelope FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[]) \
+                 WITH ORDINALITY AS m(id, channel, envelope, n) ORDER BY n",
+            )
+            .bind(&ids)
+            .bind(&channels)
+            .bind(&envelopes)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// The outbox of one schema, drained by [`crate::run_relay`].
 pub struct PgOutbox {
     pool: PgPool,
-    schema: String,
-    listener: Mutex<Option<PgListener>>,
+    /// Commits seen so far (see [`commit`]).
+    written: Mutex<watch::Receiver<u64>>,
 }
 
 impl PgOutbox {
-    /// The outbox in `schema`, reached through `pool`.
-    pub fn new(pool: PgPool, schema: &str) -> Self {
-        Self { pool, schema: schema.to_owned(), listener: Mutex::new(None) }
+    /// The outbox of the schema `pool`'s connections work in.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, written: Mutex::new(OUTBOX_WRITTEN.subscribe()) }
     }
 }
 
@@ -211,25 +249,9 @@ impl OutboxStore for PgOutbox {
     }
 
     async fn wait_for_messages(&self, timeout: Duration) {
-        let mut guard = self.listener.lock().await;
-        if guard.is_none() {
-            match PgListener::connect_with(&self.pool).await {
-                Ok(mut listener) => match listener.listen(&format!("{}_outbox", self.schema)).await {
-                    Ok(()) => *guard = Some(listener),
-                    Err(e) => warn!(error = %e, "LISTEN failed; the outbox relay polls"),
-                },
-                Err(e) => warn!(error = %e, "no listener connection; the outbox relay polls"),
-            }
-        }
-        match guard.as_mut() {
-            Some(listener) => {
-                if let Ok(Err(e)) = tokio::time::timeout(timeout, listener.recv()).await {
-                    warn!(error = %e, "outbox listener failed; reconnecting");
-                    *guard = None;
-                }
-            }
-            None => tokio::time::sleep(timeout).await,
-        }
+        let mut written = self.written.lock().await;
+        // Returns at once when a commit came since the last look.
+        let _ = tokio::time::timeout(timeout, written.changed()).await;
     }
 
     async fn backlog(&self) -> Result<i64, StoreError> {
@@ -258,29 +280,39 @@ impl EventTable {
         events: &[E],
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<i64, StoreError> {
-        let mut version = expected_version;
-        for event in events {
-            version += 1;
-            let payload = serde_json::to_value(event).map_err(|e| StoreError::Codec(e.to_string()))?;
-            let sql = format!(
-                "INSERT INTO {} (aggregate_id, version, event_type, payload, recorded_at) VALUES ($1, $2, $3, $4, $5)",
-                self.0
-            );
-            let result = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(aggregate_id)
-                .bind(version)
-                .bind(event.event_type())
-                .bind(payload)
-                .bind(at)
-                .execute(&mut *conn)
-                .await;
-            if let Err(sqlx::Error::Database(db)) = &result
-                && db.is_unique_violation()
-            {
-                return Err(StoreError::Conflict { aggregate: aggregate_id, expected: expected_version });
-            }
-            result?;
+        if events.is_empty() {
+            return Ok(expected_version);
         }
+        let mut versions = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (n, event) in (1..).zip(events) {
+            versions.push(expected_version + n);
+            types.push(event.event_type());
+            payloads.push(serde_json::to_value(event).map_err(|e| StoreError::Codec(e.to_string()))?);
+        }
+        // One statement for all the events, inserted in version order (their `seq` order).
+        let sql = format!(
+            "INSERT INTO {} (aggregate_id, version, event_type, payload, recorded_at) \
+             SELECT $1, version, event_type, payload, $5 FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) \
+             AS e(version, event_type, payload) ORDER BY version",
+            self.0
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(aggregate_id)
+            .bind(&versions)
+            .bind(&types)
+            .bind(&payloads)
+            .bind(at)
+            .execute(&mut *conn)
+            .await;
+        if let Err(sqlx::Error::Database(db)) = &result
+            && db.is_unique_violation()
+        {
+            return Err(StoreError::Conflict { aggregate: aggregate_id, expected: expected_version });
+        }
+        result?;
+        let version = versions.last().copied().unwrap_or(expected_version);
         Ok(version)
     }
 

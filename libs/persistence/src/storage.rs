@@ -135,7 +135,7 @@ impl<S: Send + 'static> Storage<S> {
     pub fn start_relay(&self, bus: &Bus, service: &'static str, ctx: &ServiceContext) {
         let store: Arc<dyn OutboxStore> = match self {
             Self::Memory(m) => m.outbox(),
-            Self::Postgres { pool, schema } => Arc::new(pg::PgOutbox::new(pool.clone(), schema)),
+            Self::Postgres { pool, .. } => Arc::new(pg::PgOutbox::new(pool.clone())),
         };
         ctx.tasks.spawn(run_relay(store, Arc::new(bus.clone()), service, ctx.shutdown.clone()));
     }

@@ -115,7 +115,7 @@ async fn the_relay_keeps_messages_while_the_transport_fails_and_then_delivers_th
         pg::enqueue(&mut tx, "out", &message(n)).await.expect("enqueue");
     }
     tx.commit().await.expect("commit");
-    let outbox = pg::PgOutbox::new(pool.clone(), "things");
+    let outbox = pg::PgOutbox::new(pool.clone());
     let sink = Recorder::default();
 
     *sink.failing.lock().expect("lock") = true;
@@ -139,7 +139,7 @@ async fn a_message_that_fails_holds_back_the_later_ones_of_its_key_and_no_other(
         pg::enqueue(&mut tx, "out", &envelope).await.expect("enqueue");
     }
     tx.commit().await.expect("commit");
-    let outbox = pg::PgOutbox::new(pool.clone(), "things");
+    let outbox = pg::PgOutbox::new(pool.clone());
     let sink = Recorder::default();
 
     *sink.refuse.lock().expect("lock") = Some("pet-0".into());

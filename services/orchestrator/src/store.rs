@@ -49,9 +49,9 @@ pub struct SagaStore {
 }
 
 /// Who waits for which order's saga to end. A saga that ends in this instance wakes its
-/// waiters at once; with PostgreSQL, one ended by another instance wakes them when its end is
-/// announced ([`SagaStore::follow_ends`]); should an announcement be missed, a waiter looks
-/// again after [`RECHECK`].
+/// waiters at once; with PostgreSQL, one ended by another instance wakes them at the next of
+/// [`SagaStore::follow_ends`]'s looks; should those fail, a waiter looks again itself after
+/// [`RECHECK`].
 #[derive(Default)]
 struct Waiters(std::sync::Mutex<HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>>);
 
@@ -71,6 +71,16 @@ impl Waiters {
         rx
     }
 
+    /// The orders someone still waits for; entries whose waiters all gave up are dropped.
+    fn orders(&self) -> Vec<Uuid> {
+        let mut waiters = self.lock();
+        waiters.retain(|_, list| {
+            list.retain(|w| !w.is_closed());
+            !list.is_empty()
+        });
+        waiters.keys().copied().collect()
+    }
+
     fn ended(&self, order_id: Uuid) {
         if let Some(list) = self.lock().remove(&order_id) {
             for waiter in list {
@@ -80,11 +90,12 @@ impl Waiters {
     }
 }
 
-/// How often a waiting request looks at the saga again: a safety net for an announcement of
-/// an end missed while the listener reconnected, not the way ends are seen.
+/// How often a waiting request looks at its saga again itself: a safety net should
+/// [`SagaStore::follow_ends`] fail, not the way ends are seen.
 const RECHECK: Duration = Duration::from_secs(5);
-/// The PostgreSQL channel a saga's end is announced on (migration 0120), with its order id.
-const ENDED_CHANNEL: &str = "orchestrator_saga_ended";
+/// How often an instance looks for the ends, by other instances, of the sagas its requests
+/// wait for: one query for all of them.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// How long a waiting request waits for a saga that does not exist yet to start (a saga starts
 /// a moment after its order is accepted).
 const START_WAIT: Duration = Duration::from_secs(2);
@@ -112,43 +123,33 @@ impl SagaStore {
         Self { storage, source: source.to_owned(), waiters: Arc::default() }
     }
 
-    /// Wakes the requests waiting for sagas that other orchestrator instances end: listens to
-    /// the end announcements of the PostgreSQL storage until `shutdown` (reconnecting after a
-    /// failure). In memory every saga ends in this process, so there is nothing to follow.
+    /// Wakes the requests waiting for sagas that other orchestrator instances end: every
+    /// [`LOOK_EVERY`], while requests wait, one query finds which of their sagas have ended,
+    /// until `shutdown`. In memory every saga ends in this process, so there is nothing to
+    /// look for.
     pub async fn follow_ends(self, shutdown: tokio_util::sync::CancellationToken) {
         let Storage::Postgres { pool, .. } = &self.storage else { return };
-        let mut failures = 0u32;
-        while !shutdown.is_cancelled() {
-            let listening = self.wake_on_ends(pool, &mut failures);
-            let Err(error) = tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = listening => result,
-            };
-            failures += 1;
-            let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-            tracing::warn!(%error, ?backoff, "listening for saga ends failed; waiting requests look again every 5 s meanwhile");
+        let mut ticks = tokio::time::interval(LOOK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+                _ = ticks.tick() => {}
             }
-        }
-    }
-
-    /// Listens to the end announcements and wakes each ended saga's waiters; returns only
-    /// when the connection fails. `failures` is reset once listening.
-    async fn wake_on_ends(
-        &self,
-        pool: &sqlx::PgPool,
-        failures: &mut u32,
-    ) -> Result<std::convert::Infallible, sqlx::Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(ENDED_CHANNEL).await?;
-        *failures = 0;
-        loop {
-            let notification = listener.recv().await?;
-            match Uuid::parse_str(notification.payload()) {
-                Ok(order_id) => self.waiters.ended(order_id),
-                Err(_) => tracing::warn!(payload = notification.payload(), "unreadable saga end announcement"),
+            let waited_for = self.waiters.orders();
+            if waited_for.is_empty() {
+                continue;
+            }
+            let ended: Result<Vec<Uuid>, sqlx::Error> =
+                sqlx::query_scalar("SELECT order_id FROM sagas WHERE order_id = ANY($1) AND ended_at IS NOT NULL")
+                    .bind(&waited_for)
+                    .fetch_all(pool)
+                    .await;
+            match ended {
+                Ok(ended) => ended.into_iter().for_each(|order_id| self.waiters.ended(order_id)),
+                Err(error) => {
+                    tracing::warn!(%error, "looking for ended sagas failed; waiting requests look again themselves")
+                }
             }
         }
     }
@@ -405,8 +406,9 @@ mod tests {
         }
     }
 
-    /// Two orchestrator instances on one database: a request waiting in one hears at once of
-    /// the end of a saga the other ended — long before it would look again on its own.
+    /// Two orchestrator instances on one database: a request waiting in one hears of the end
+    /// of a saga the other ended at the next look for all waiting requests — long before it
+    /// would look again on its own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_request_wakes_when_another_instance_ends_the_saga() {
         let url = kit::testing::fresh_database().await;
@@ -450,7 +452,7 @@ mod tests {
 
         let (saga, took) = waiter.await.expect("waiter");
         assert!(saga.is_some_and(|s| s.ended_at.is_some()), "the waiter saw the end");
-        assert!(took < RECHECK, "woken by the announcement after {took:?}, not by looking again");
+        assert!(took < RECHECK, "woken by the instance's look for ended sagas after {took:?}, not by its own");
         shutdown.cancel();
     }
 }

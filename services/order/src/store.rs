@@ -140,7 +140,7 @@ impl OrderStore {
                 if let Some(entry) = audit {
                     persistence::audit::record(&mut tx, entry).await?;
                 }
-                tx.commit().await?;
+                pg::commit(tx).await?;
                 Ok(Placement::Placed(order))
             }
         }

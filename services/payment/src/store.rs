@@ -164,7 +164,7 @@ mod tests {
         let url = kit::testing::fresh_database().await;
         let pool = pg::connect(&url, SERVICE, 2, std::time::Duration::from_secs(5)).await.expect("connect");
         pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
-        let outbox: Arc<dyn OutboxStore> = Arc::new(pg::PgOutbox::new(pool.clone(), SERVICE));
+        let outbox: Arc<dyn OutboxStore> = Arc::new(pg::PgOutbox::new(pool.clone()));
         (PaymentStore::new(Storage::Postgres { pool, schema: SERVICE }), outbox)
     }
 

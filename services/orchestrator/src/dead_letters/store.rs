@@ -343,7 +343,7 @@ impl DeadLetterStore {
                 .bind(at)
                 .fetch_one(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                pg::commit(tx).await?;
                 let replay_count = u32::try_from(count).unwrap_or(0);
                 Ok(ReplayOutcome::Replayed(Replay { id, replayed_at: at, replay_count }))
             }
