@@ -268,6 +268,10 @@ struct Window {
     /// Hashes of the partition keys being handled now. Two keys with one hash are merely
     /// handled one after the other.
     busy: HashSet<u64>,
+    /// Messages waiting to start: none, and there is nothing to look for.
+    waiting: usize,
+    /// Scratch set of [`Window::start_next`], kept to spare an allocation per message.
+    blocked: HashSet<u64>,
 }
 
 struct Slot {
@@ -300,20 +304,25 @@ impl Window {
         });
         self.slots.push_back(Slot { seq: self.next, key, state: State::Waiting, delivery });
         self.next += 1;
+        self.waiting += 1;
     }
 
     /// The first waiting message whose key is neither being handled nor held up by an
     /// earlier waiting message of the same key, marked running.
     fn start_next(&mut self) -> Option<(u64, Envelope)> {
-        let mut waiting_keys = HashSet::new();
+        if self.waiting == 0 {
+            return None;
+        }
+        self.blocked.clear();
         for slot in self.slots.iter_mut().filter(|s| s.state == State::Waiting) {
             if let Some(key) = slot.key {
-                if self.busy.contains(&key) || !waiting_keys.insert(key) {
+                if self.busy.contains(&key) || !self.blocked.insert(key) {
                     continue;
                 }
                 self.busy.insert(key);
             }
             slot.state = State::Running;
+            self.waiting -= 1;
             return Some((slot.seq, slot.delivery.envelope.clone()));
         }
         None
