@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod flags;
+pub mod group_commit;
 pub mod memory;
 mod per_saga;
 pub mod pg;
@@ -41,6 +42,12 @@ pub enum StoreError {
     /// A stored value could not be (de)serialized.
     #[error("codec: {0}")]
     Codec(String),
+    /// The store's committers have stopped (the service is shutting down).
+    #[error("the store has stopped")]
+    Stopped,
+    /// A service's batch work broke its contract (a bug, not bad data).
+    #[error("broken invariant: {0}")]
+    Invariant(String),
 }
 
 impl StoreError {

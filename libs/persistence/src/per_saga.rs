@@ -81,13 +81,14 @@ impl<R: SagaRecord> PerSagaStore<R> {
 
     /// Handles `message` once for `consumer`: `decide` gets the saga's record, if any, and
     /// returns the record to save (if it changed) and the reply; both are kept atomically
-    /// with the inbox entry (see [`Storage::decide_once`]).
+    /// with the inbox entry (see [`Storage::decide_once`]; `decide` may be called again, so
+    /// it must not have effects).
     pub async fn decide_once(
         &self,
-        consumer: &str,
+        consumer: &'static str,
         message: &Envelope,
         saga_id: Uuid,
-        decide: impl FnOnce(Option<R>) -> Result<Decision<R>, BusError> + Send,
+        decide: impl Fn(Option<R>) -> Result<Decision<R>, BusError> + Send + Sync + 'static,
     ) -> Result<(), StoreError> {
         self.0.decide_once::<PerSaga<R>>(consumer, message, &saga_id, decide).await.map(drop)
     }

@@ -280,40 +280,88 @@ impl EventTable {
         events: &[E],
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<i64, StoreError> {
+        let rows: Vec<Recorded<&E>> = (1..)
+            .zip(events)
+            .map(|(n, event)| Recorded { aggregate_id, version: expected_version + n, recorded_at: at, event })
+            .collect();
+        self.append_all(conn, &rows).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => StoreError::Conflict { aggregate: aggregate_id, expected: expected_version },
+            other => other,
+        })?;
+        Ok(rows.last().map_or(expected_version, |r| r.version))
+    }
+
+    /// Appends events of any number of aggregates in one statement, each at the version it
+    /// names (the next of its aggregate). When one of those versions is taken, nothing is
+    /// appended and the error is a [`StoreError::Conflict`] about that aggregate.
+    pub async fn append_all<E: DomainEvent>(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Recorded<&E>],
+    ) -> Result<(), StoreError> {
         if events.is_empty() {
-            return Ok(expected_version);
+            return Ok(());
         }
+        let mut ids = Vec::with_capacity(events.len());
         let mut versions = Vec::with_capacity(events.len());
         let mut types = Vec::with_capacity(events.len());
         let mut payloads = Vec::with_capacity(events.len());
-        for (n, event) in (1..).zip(events) {
-            versions.push(expected_version + n);
-            types.push(event.event_type());
-            payloads.push(serde_json::to_value(event).map_err(|e| StoreError::Codec(e.to_string()))?);
+        let mut ats = Vec::with_capacity(events.len());
+        for e in events {
+            ids.push(e.aggregate_id);
+            versions.push(e.version);
+            types.push(e.event.event_type());
+            payloads.push(serde_json::to_value(e.event).map_err(|e| StoreError::Codec(e.to_string()))?);
+            ats.push(e.recorded_at);
         }
-        // One statement for all the events, inserted in version order (their `seq` order).
+        // One statement for all the events, inserted in the order given (their `seq` order).
         let sql = format!(
             "INSERT INTO {} (aggregate_id, version, event_type, payload, recorded_at) \
-             SELECT $1, version, event_type, payload, $5 FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) \
-             AS e(version, event_type, payload) ORDER BY version",
+             SELECT id, version, event_type, payload, at \
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[], $5::timestamptz[]) \
+             WITH ORDINALITY AS e(id, version, event_type, payload, at, n) ORDER BY n",
             self.0
         );
         let result = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(aggregate_id)
+            .bind(&ids)
             .bind(&versions)
             .bind(&types)
             .bind(&payloads)
-            .bind(at)
+            .bind(&ats)
             .execute(&mut *conn)
             .await;
         if let Err(sqlx::Error::Database(db)) = &result
             && db.is_unique_violation()
         {
-            return Err(StoreError::Conflict { aggregate: aggregate_id, expected: expected_version });
+            // Which aggregate: the one whose version is taken, as PostgreSQL names it.
+            let detail = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|e| e.detail());
+            let taken = events.iter().find(|e| detail.is_some_and(|d| d.contains(&e.aggregate_id.to_string())));
+            let first = taken.unwrap_or(&events[0]);
+            return Err(StoreError::Conflict { aggregate: first.aggregate_id, expected: first.version - 1 });
         }
         result?;
-        let version = versions.last().copied().unwrap_or(expected_version);
-        Ok(version)
+        Ok(())
+    }
+
+    /// The histories of `aggregate_ids`, each oldest first, in one query; an aggregate without
+    /// events has no entry.
+    pub async fn load_all_of<E: DomainEvent>(
+        &self,
+        conn: &mut PgConnection,
+        aggregate_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Vec<Recorded<E>>>, StoreError> {
+        let sql = format!(
+            "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = ANY($1) \
+             ORDER BY aggregate_id, version",
+            self.0
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(aggregate_ids).fetch_all(conn).await?;
+        let mut histories: std::collections::HashMap<Uuid, Vec<Recorded<E>>> = std::collections::HashMap::new();
+        for row in &rows {
+            let recorded: Recorded<E> = decode_row(row)?;
+            histories.entry(recorded.aggregate_id).or_default().push(recorded);
+        }
+        Ok(histories)
     }
 
     /// The aggregate's history, oldest first.
@@ -327,6 +375,23 @@ impl EventTable {
             self.0
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(aggregate_id).fetch_all(conn).await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// The history of the aggregate that `find` (a trusted statement, never user input,
+    /// taking `$1` and returning at most one id) finds for `key`, oldest first: a lookup by
+    /// another key and the load in one round trip.
+    pub async fn load_found<E: DomainEvent>(
+        &self,
+        conn: &mut PgConnection,
+        find: &'static str,
+        key: Uuid,
+    ) -> Result<Vec<Recorded<E>>, StoreError> {
+        let sql = format!(
+            "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = ({find}) ORDER BY version",
+            self.0
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_all(conn).await?;
         rows.iter().map(decode_row).collect()
     }
 

@@ -1,17 +1,22 @@
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
 
 use async_trait::async_trait;
 use kit::{Readiness, ServiceContext, StartError, StorageKind};
 use messaging::{Bus, BusError, Envelope};
 use sqlx::{PgConnection, PgPool, migrate::Migrator};
 
-use crate::{OutboxStore, Outgoing, StoreError, memory::MemoryStore, pg, run_relay};
+use crate::{
+    OutboxStore, Outgoing, StoreError,
+    group_commit::{AnyOutput, Committers, Done, GroupCommit, Transactions, TxJob},
+    memory::MemoryStore,
+    pg, run_relay,
+};
 
 /// How one kind of record is found and kept — in a service's memory state and in its
 /// schema — so that [`Storage::decide_once`] can run a decision on it.
 pub trait Records: Send + Sync + 'static {
     /// What identifies a record (a saga id, a pet id, …).
-    type Key: Send + Sync + ?Sized;
+    type Key: Clone + Send + Sync + 'static;
     /// The record.
     type Record: Clone + Send + Sync + 'static;
     /// The service's in-memory state.
@@ -32,6 +37,40 @@ pub trait Records: Send + Sync + 'static {
 /// A participant's decision about one record: the record to save, if it changed, and the
 /// reply to send.
 pub type Decision<R> = (Option<R>, Outgoing);
+
+fn codec(e: BusError) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+/// [`Storage::decide_once`]'s work in a shared transaction: load the record (locked), decide,
+/// save — in the span of the handler that asked for it, so that the reply's trace context
+/// (taken from the current span) continues the message's trace.
+struct DecideJob<R: Records, F> {
+    key: R::Key,
+    decide: F,
+    span: tracing::Span,
+    records: PhantomData<fn() -> R>,
+}
+
+impl<R, F> TxJob for DecideJob<R, F>
+where
+    R: Records,
+    F: Fn(Option<R::Record>) -> Result<Decision<R::Record>, BusError> + Send + Sync + 'static,
+{
+    fn run<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+    ) -> futures::future::BoxFuture<'a, Result<Done<AnyOutput>, StoreError>> {
+        let work = async move {
+            let (saved, reply) = (self.decide)(R::load(conn, &self.key).await?).map_err(codec)?;
+            if let Some(record) = &saved {
+                R::save(conn, record).await?;
+            }
+            Ok((Box::new(saved) as AnyOutput, vec![reply]))
+        };
+        Box::pin(tracing::Instrument::instrument(work, self.span.clone()))
+    }
+}
 
 /// Opens a service's storage and its handle on the bus (with the handler-failure drill of
 /// the flags in its middleware), starts its outbox relay and closes the bus on shutdown: what
@@ -65,6 +104,9 @@ pub enum Storage<S> {
         pool: PgPool,
         /// The schema.
         schema: &'static str,
+        /// The committers that handle the messages of the moment in one transaction (see
+        /// [`crate::group_commit`]).
+        commits: GroupCommit<Transactions>,
     },
 }
 
@@ -72,8 +114,19 @@ impl<S> Clone for Storage<S> {
     fn clone(&self) -> Self {
         match self {
             Self::Memory(m) => Self::Memory(m.clone()),
-            Self::Postgres { pool, schema } => Self::Postgres { pool: pool.clone(), schema },
+            Self::Postgres { pool, schema, commits } => {
+                Self::Postgres { pool: pool.clone(), schema, commits: commits.clone() }
+            }
         }
+    }
+}
+
+impl<S> Storage<S> {
+    /// The service's schema through `pool` (connected and migrated), with its committers
+    /// started on the current runtime.
+    pub fn postgres(pool: PgPool, schema: &'static str) -> Self {
+        let commits = GroupCommit::start(pool.clone(), Transactions, Committers::default());
+        Self::Postgres { pool, schema, commits }
     }
 }
 
@@ -93,42 +146,44 @@ impl<S: Send + 'static> Storage<S> {
                 let timeout = std::time::Duration::from_millis(db.statement_timeout_ms);
                 let pool = pg::connect(&db.url, schema, db.max_connections, timeout).await?;
                 pg::migrate(&pool, schema, migrator).await?;
-                Ok(Self::Postgres { pool, schema })
+                Ok(Self::postgres(pool, schema))
             }
         }
     }
 
     /// Handles `message` once for `consumer`: loads the record at `key`, lets `decide` change
-    /// it and produce the reply, and saves both with the inbox entry, atomically. Returns the
+    /// it and produce the reply, and saves both with the inbox entry, atomically (with
+    /// PostgreSQL, in the transaction of the messages handled at the same moment; `decide` may
+    /// then be called again if that batch fails, so it must not have effects). Returns the
     /// record `decide` saved; `None` when nothing changed or the message was handled before.
     pub async fn decide_once<R: Records<State = S>>(
         &self,
-        consumer: &str,
+        consumer: &'static str,
         message: &Envelope,
         key: &R::Key,
-        decide: impl FnOnce(Option<R::Record>) -> Result<Decision<R::Record>, BusError> + Send,
+        decide: impl Fn(Option<R::Record>) -> Result<Decision<R::Record>, BusError> + Send + Sync + 'static,
     ) -> Result<Option<R::Record>, StoreError> {
-        let codec = |e: BusError| StoreError::Codec(e.to_string());
-        let handled = match self {
-            Self::Memory(memory) => memory.handle_once(consumer, message, |state| {
-                let (saved, reply) = decide(R::get(state, key)).map_err(codec)?;
-                if let Some(record) = &saved {
-                    R::put(state, record.clone());
-                }
-                Ok::<_, StoreError>((saved, vec![reply]))
-            })?,
-            Self::Postgres { pool, .. } => {
-                pg::handle_once(pool, consumer, message, async |conn| {
-                    let (saved, reply) = decide(R::load(conn, key).await?).map_err(codec)?;
+        match self {
+            Self::Memory(memory) => {
+                let handled = memory.handle_once(consumer, message, |state| {
+                    let (saved, reply) = decide(R::get(state, key)).map_err(codec)?;
                     if let Some(record) = &saved {
-                        R::save(conn, record).await?;
+                        R::put(state, record.clone());
                     }
-                    Ok((saved, vec![reply]))
-                })
-                .await?
+                    Ok::<_, StoreError>((saved, vec![reply]))
+                })?;
+                Ok(handled.flatten())
             }
-        };
-        Ok(handled.flatten())
+            Self::Postgres { commits, .. } => {
+                let span = tracing::Span::current();
+                let job = Box::new(DecideJob::<R, _> { key: key.clone(), decide, span, records: PhantomData });
+                let Some(saved) = commits.handle_once(consumer, message.clone(), job).await? else { return Ok(None) };
+                let saved = saved.downcast::<Option<R::Record>>().map_err(|_| {
+                    StoreError::Invariant("a decision's outcome is not the record it decided on".into())
+                })?;
+                Ok(*saved)
+            }
+        }
     }
 
     /// Starts the outbox relay on the context's task tracker; it flushes on shutdown.

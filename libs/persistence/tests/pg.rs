@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use contracts::inventory::GetPetStatus;
 use messaging::{BusError, Envelope, MessageContext};
-use persistence::{DomainEvent, OutboxSink, OutboxStore, Outgoing, StoreError, pg};
+use persistence::{DomainEvent, OutboxSink, OutboxStore, Outgoing, StoreError, group_commit, pg};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -151,4 +151,110 @@ async fn a_message_that_fails_holds_back_the_later_ones_of_its_key_and_no_other(
     *sink.refuse.lock().expect("lock") = None;
     assert_eq!(outbox.relay(100, &sink).await.expect("relay"), 2);
     assert_eq!(*sink.delivered.lock().expect("lock"), ["pet-1", "pet-3", "pet-0", "pet-2"], "a in its order");
+}
+
+/// Renames things in batches: every thing of the batch loaded in one query, the renames
+/// appended in one statement, a message sent per rename. A rename to "" is refused, which
+/// fails its batch.
+struct Renames(std::sync::Arc<BatchSizes>);
+
+/// How many batches ran, and the largest.
+#[derive(Default)]
+struct BatchSizes {
+    batches: std::sync::atomic::AtomicUsize,
+    largest: std::sync::atomic::AtomicUsize,
+}
+
+struct Rename {
+    thing: Uuid,
+    name: &'static str,
+}
+
+impl group_commit::BatchWork for Renames {
+    type Job = Rename;
+    type Output = i64;
+
+    async fn run(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        jobs: &[&Rename],
+    ) -> Result<Vec<(i64, Vec<Outgoing>)>, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.batches.fetch_add(1, SeqCst);
+        self.0.largest.fetch_max(jobs.len(), SeqCst);
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.thing).collect();
+        let histories = THINGS.load_all_of::<Renamed>(conn, &ids).await?;
+        let mut versions: std::collections::HashMap<Uuid, i64> =
+            histories.iter().map(|(id, h)| (*id, h.len() as i64)).collect();
+        let events: Vec<Renamed> = jobs.iter().map(|j| Renamed { name: j.name.to_owned() }).collect();
+        let mut rows = Vec::new();
+        let mut outcomes = Vec::new();
+        for (job, event) in jobs.iter().zip(&events) {
+            if job.name.is_empty() {
+                return Err(StoreError::Codec("an empty name".into()));
+            }
+            let version = versions.entry(job.thing).or_insert(0);
+            *version += 1;
+            rows.push(persistence::Recorded {
+                aggregate_id: job.thing,
+                version: *version,
+                recorded_at: Utc::now(),
+                event,
+            });
+            let out =
+                Envelope::from_message("/test", &GetPetStatus { pet_id: job.name.into() }, &MessageContext::default())
+                    .expect("envelope");
+            outcomes.push((*version, vec![Outgoing { channel: "renamed".into(), envelope: out }]));
+        }
+        THINGS.append_all(conn, &rows).await?;
+        Ok(outcomes)
+    }
+}
+
+/// Jobs queued while the committer is busy share a transaction: one batch for all of them,
+/// two renames of one thing in order, a message delivered twice handled once, and a job that
+/// fails its batch fails alone — the others are committed with their messages.
+#[tokio::test]
+async fn jobs_waiting_together_are_committed_together_and_a_bad_one_fails_alone() {
+    use std::sync::{Arc, atomic::Ordering::SeqCst};
+    let pool = schema().await;
+    let work = Arc::new(BatchSizes::default());
+    let committers = group_commit::Committers { count: 1, max_batch: 64 };
+    let group = group_commit::GroupCommit::start(pool.clone(), Renames(work.clone()), committers);
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let twice = message(7);
+    let jobs = [
+        (message(1), Rename { thing: a, name: "a1" }),
+        (message(2), Rename { thing: b, name: "b1" }),
+        (twice.clone(), Rename { thing: a, name: "a2" }),
+        (twice, Rename { thing: a, name: "a2 again" }),
+        (message(3), Rename { thing: b, name: "" }),
+        (message(4), Rename { thing: b, name: "b2" }),
+    ];
+    // All queued before the committer first runs (a current-thread runtime runs it only when
+    // this task waits).
+    let outcomes = futures::future::join_all(jobs.into_iter().map(|(m, j)| group.handle_once("renamer", m, j))).await;
+    let outcomes: Vec<String> = outcomes
+        .into_iter()
+        .map(|o| match o {
+            Ok(v) => format!("{v:?}"),
+            Err(e) => format!("error: {e}"),
+        })
+        .collect();
+    assert_eq!(outcomes, ["Some(1)", "Some(1)", "Some(2)", "None", "error: codec: an empty name", "Some(2)"]);
+    assert!(work.largest.load(SeqCst) >= 5, "the waiting jobs were tried in one batch");
+
+    let mut conn = pool.acquire().await.expect("conn");
+    let names = |h: Vec<persistence::Recorded<Renamed>>| h.into_iter().map(|r| r.event.name).collect::<Vec<_>>();
+    assert_eq!(names(THINGS.load(&mut conn, a).await.expect("a")), ["a1", "a2"]);
+    assert_eq!(names(THINGS.load(&mut conn, b).await.expect("b")), ["b1", "b2"]);
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool);
+    assert_eq!(count("SELECT count(*) FROM outbox").await.expect("outbox"), 4, "one message per rename");
+    // The failed job's message is not in the inbox: a redelivery is handled again.
+    assert_eq!(count("SELECT count(*) FROM inbox").await.expect("inbox"), 4);
+
+    // A lone job takes a transaction of its own at once.
+    let before = work.batches.load(SeqCst);
+    let lone = group.write(Rename { thing: b, name: "b3" }).await.expect("lone write");
+    assert_eq!((lone, work.batches.load(SeqCst) - before), (3, 1));
 }

@@ -105,8 +105,10 @@ impl DeliveryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        let decide = |existing| domain::schedule(existing, cmd, delivery_days, source, ctx);
-        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
+        let saga_id = cmd.saga.saga_id;
+        let (cmd, source, ctx) = (cmd.clone(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::schedule(existing, &cmd, delivery_days, &source, &ctx);
+        self.0.decide_once(SERVICE, message, saga_id, decide).await
     }
 
     /// Handles `CancelDelivery` once.
@@ -117,8 +119,10 @@ impl DeliveryStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        let decide = |existing| domain::cancel(existing, cmd, source, ctx);
-        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
+        let saga_id = cmd.saga.saga_id;
+        let (cmd, source, ctx) = (cmd.clone(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::cancel(existing, &cmd, &source, &ctx);
+        self.0.decide_once(SERVICE, message, saga_id, decide).await
     }
 
     /// The delivery of an order's saga, if one was scheduled.
@@ -185,7 +189,7 @@ mod tests {
         let pool =
             persistence::pg::connect(&url, SERVICE, 2, std::time::Duration::from_secs(5)).await.expect("connect");
         persistence::pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
-        DeliveryStore::new(Storage::Postgres { pool, schema: SERVICE })
+        DeliveryStore::new(Storage::postgres(pool, SERVICE))
     }
 
     async fn a_booking_after_its_cancellation_books_nothing(postgres: bool) {

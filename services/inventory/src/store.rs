@@ -144,8 +144,9 @@ impl InventoryStore {
         ctx: &MessageContext,
     ) -> Result<Option<String>, StoreError> {
         let clock = Clock { now: Utc::now(), reservation_ttl: self.reservation_ttl };
-        let decide = |existing| domain::decide_for_saga(existing, cmd, clock, source, ctx);
         let key = (cmd.pet_id().to_owned(), cmd.saga().saga_id);
+        let (cmd, source, ctx) = (cmd.clone(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::decide_for_saga(existing, &cmd, clock, &source, &ctx);
         let saved = self.storage.decide_once::<PetsForSaga>(SERVICE, message, &key, decide).await?;
         Ok(saved.filter(|held| held.pet_changed).map(|held| held.pet.pet_id))
     }

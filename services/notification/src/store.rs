@@ -73,8 +73,9 @@ impl NotificationStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<Notification>, StoreError> {
-        let decide = |existing| domain::confirm(existing, cmd, source, ctx);
         let key = (cmd.saga.saga_id, NotificationKind::Confirmation);
+        let (cmd, source, ctx) = (cmd.clone(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::confirm(existing, &cmd, &source, &ctx);
         self.0.decide_once::<Notifications>(SERVICE, message, &key, decide).await
     }
 
@@ -86,8 +87,9 @@ impl NotificationStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<Option<Notification>, StoreError> {
-        let decide = |existing| domain::notify_cancellation(existing, cmd, source, ctx);
         let key = (cmd.saga.saga_id, NotificationKind::CancellationNotice);
+        let (cmd, source, ctx) = (cmd.clone(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::notify_cancellation(existing, &cmd, &source, &ctx);
         self.0.decide_once::<Notifications>(SERVICE, message, &key, decide).await
     }
 

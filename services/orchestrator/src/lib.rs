@@ -103,19 +103,20 @@ impl Handler for SagaHandler {
 async fn handle(store: &SagaStore, outcomes: &Outcomes, message: Envelope) -> Result<(), HandlerError> {
     let advanced = if message.is::<OrderCreated>() {
         let order = message.decode::<OrderCreated>()?;
-        let details = order.order.clone();
+        let (saga_id, details, correlation_id) = (order.saga_id, order.order, message.correlation_id.clone());
         store
-            .advance(&message, order.saga_id, |current| match current {
-                None => Saga::start(order.saga_id, details, message.correlation_id.clone()),
+            .advance(&message, saga_id, move |current| match current {
+                None => Saga::start(saga_id, details.clone(), correlation_id.clone()),
                 Some(_) => Vec::new(),
             })
             .await
     } else if let Some((saga_id, reply)) = commands::reply_of(&message)? {
+        let kind = message.event_type.clone();
         store
-            .advance(&message, saga_id, |current| match current {
+            .advance(&message, saga_id, move |current| match current {
                 Some(saga) => saga.on_reply(&reply),
                 None => {
-                    warn!(%saga_id, r#type = %message.event_type, "reply for an unknown saga; ignored");
+                    warn!(%saga_id, r#type = %kind, "reply for an unknown saga; ignored");
                     Vec::new()
                 }
             })

@@ -5,10 +5,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use messaging::{Envelope, MessageContext};
-use persistence::{DomainEvent, Outgoing, Recorded, Storage, StoreError, memory::MemoryEventLog, pg, pg::EventTable};
+use persistence::{
+    DomainEvent, Outgoing, Recorded, Storage, StoreError,
+    group_commit::{BatchWork, Committers, GroupCommit},
+    memory::{MemoryEventLog, MemoryStore},
+    pg::EventTable,
+};
 use saga::{Saga, SagaEvent};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -42,7 +47,7 @@ pub struct SagaState {
 /// The saga store.
 #[derive(Clone)]
 pub struct SagaStore {
-    storage: Storage<SagaState>,
+    backend: Backend,
     source: String,
     /// Requests waiting for an order's saga to end (`GET /orders/{id}/status?wait=`).
     waiters: Arc<Waiters>,
@@ -50,15 +55,27 @@ pub struct SagaStore {
 
 /// Who waits for which order's saga to end. A saga that ends in this instance wakes its
 /// waiters at once; with PostgreSQL, one ended by another instance wakes them at the next of
-/// [`SagaStore::follow_ends`]'s looks; should those fail, a waiter looks again itself after
-/// [`RECHECK`].
+/// [`SagaStore::follow_ends`]'s looks; while those are not being made or fail, a waiter looks
+/// again itself after [`RECHECK`].
 #[derive(Default)]
-struct Waiters(std::sync::Mutex<HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>>);
+struct Waiters {
+    waiting: std::sync::Mutex<HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>>,
+    /// Whether [`SagaStore::follow_ends`] is looking and its last look succeeded.
+    followed: std::sync::atomic::AtomicBool,
+}
 
 impl Waiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<()>>>> {
         // Entries are pushed or removed whole: a poisoned map is consistent.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn followed(&self) -> bool {
+        self.followed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_followed(&self, followed: bool) {
+        self.followed.store(followed, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn register(&self, order_id: Uuid) -> tokio::sync::oneshot::Receiver<()> {
@@ -90,8 +107,10 @@ impl Waiters {
     }
 }
 
-/// How often a waiting request looks at its saga again itself: a safety net should
-/// [`SagaStore::follow_ends`] fail, not the way ends are seen.
+/// How often a waiting request looks at its saga again itself while
+/// [`SagaStore::follow_ends`] does not look for it (a safety net, not the way ends are seen:
+/// thousands of waiting requests looking every few seconds take the connections the saga
+/// transitions need).
 const RECHECK: Duration = Duration::from_secs(5);
 /// How often an instance looks for the ends, by other instances, of the sagas its requests
 /// wait for: one query for all of them.
@@ -109,6 +128,135 @@ pub struct Advanced {
     pub events: Vec<SagaEvent>,
 }
 
+/// Where the sagas are kept: in memory, or in PostgreSQL with the transitions of the moment
+/// committed together (see [`persistence::group_commit`]).
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<MemoryStore<SagaState>>),
+    Postgres { pool: PgPool, transitions: GroupCommit<Transitions> },
+}
+
+/// What decides a transition: the events that follow for the saga as it is (`None` if it
+/// does not exist yet). Called again when its batch is retried, so it must not have effects.
+type Decide = Box<dyn Fn(Option<&Saga>) -> Vec<SagaEvent> + Send + Sync>;
+
+/// One transition to make: of which saga, decided how, on behalf of which message (its
+/// context and trace span continue in the commands sent).
+pub struct Transition {
+    saga_id: Uuid,
+    decide: Decide,
+    cause: Option<MessageContext>,
+    span: tracing::Span,
+}
+
+/// The orchestrator's part of handling messages in batches: every saga of the batch loaded in
+/// one query, the transitions decided in order (a saga moved twice in a batch is moved from
+/// where the first move left it), their events appended in one statement and the projection
+/// written in one.
+pub struct Transitions {
+    source: String,
+}
+
+impl BatchWork for Transitions {
+    type Job = Transition;
+    type Output = Option<Advanced>;
+
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[&Transition],
+    ) -> Result<Vec<(Option<Advanced>, Vec<Outgoing>)>, StoreError> {
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.saga_id).collect();
+        let histories = EVENTS.load_all_of::<StoredEvent>(conn, &ids).await?;
+        // Each saga of the batch as it stands, with its version.
+        let mut sagas: HashMap<Uuid, (Option<Saga>, i64)> =
+            histories.iter().map(|(id, history)| (*id, (replay(history), expected(history)))).collect();
+        let mut appended: Vec<Recorded<StoredEvent>> = Vec::new();
+        let mut moved: Vec<Uuid> = Vec::new();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (current, version) = sagas.entry(job.saga_id).or_insert((None, 0));
+            let evolved = job.span.in_scope(|| evolve(current.clone(), job, &self.source))?;
+            let Some((advanced, outgoing)) = evolved else {
+                outcomes.push((None, Vec::new()));
+                continue;
+            };
+            for event in &advanced.events {
+                *version += 1;
+                appended.push(Recorded {
+                    aggregate_id: job.saga_id,
+                    version: *version,
+                    recorded_at: advanced.saga.updated_at,
+                    event: StoredEvent(event.clone()),
+                });
+            }
+            *current = Some(advanced.saga.clone());
+            if !moved.contains(&job.saga_id) {
+                moved.push(job.saga_id);
+            }
+            outcomes.push((Some(advanced), outgoing));
+        }
+        let rows: Vec<Recorded<&StoredEvent>> = appended
+            .iter()
+            .map(|r| Recorded {
+                aggregate_id: r.aggregate_id,
+                version: r.version,
+                recorded_at: r.recorded_at,
+                event: &r.event,
+            })
+            .collect();
+        EVENTS.append_all(conn, &rows).await?;
+        let projected: Vec<(&Saga, i64)> = moved
+            .iter()
+            .filter_map(|id| sagas.get(id).and_then(|(saga, version)| saga.as_ref().map(|s| (s, *version))))
+            .collect();
+        project(conn, &projected).await?;
+        Ok(outcomes)
+    }
+}
+
+/// The events `transition` decides for the saga as it is (`current`), applied, and the
+/// commands they send; `None` when nothing follows.
+fn evolve(
+    current: Option<Saga>,
+    transition: &Transition,
+    source: &str,
+) -> Result<Option<(Advanced, Vec<Outgoing>)>, StoreError> {
+    let events = (transition.decide)(current.as_ref());
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let at = Utc::now().trunc_subsecs(6);
+    let (mut saga, new) = match current {
+        Some(saga) => (saga, &events[..]),
+        None => {
+            let saga = Saga::replay(events.iter().take(1).map(|e| (e, at)))
+                .ok_or_else(|| codec("a saga must begin with Started"))?;
+            (saga, &events[1..])
+        }
+    };
+    for e in new {
+        saga.apply(e, at);
+    }
+    // Commands sent on a deadline continue the order's flow under its correlation id.
+    let ctx = transition
+        .cause
+        .clone()
+        .unwrap_or_else(|| MessageContext { correlation_id: saga.correlation_id.clone(), ..MessageContext::default() });
+    let mut outgoing = Vec::new();
+    for command in events.iter().filter_map(SagaEvent::command) {
+        // The command's envelope takes this span's trace context.
+        let _step = command_span(&saga, command).entered();
+        outgoing.extend(message_for(&saga, command, source, &ctx).map_err(codec)?);
+    }
+    Ok(Some((Advanced { saga, events }, outgoing)))
+}
+
+/// The version of a saga with `history`.
+fn expected(history: &[Recorded<StoredEvent>]) -> i64 {
+    i64::try_from(history.len()).unwrap_or(i64::MAX)
+}
+
 fn codec(e: impl std::fmt::Display) -> StoreError {
     StoreError::Codec(e.to_string())
 }
@@ -120,7 +268,15 @@ fn replay(history: &[Recorded<StoredEvent>]) -> Option<Saga> {
 impl SagaStore {
     /// Wraps the configured storage; `source` names the orchestrator in its commands.
     pub fn new(storage: Storage<SagaState>, source: &str) -> Self {
-        Self { storage, source: source.to_owned(), waiters: Arc::default() }
+        let backend = match storage {
+            Storage::Memory(memory) => Backend::Memory(memory),
+            Storage::Postgres { pool, .. } => {
+                let work = Transitions { source: source.to_owned() };
+                let transitions = GroupCommit::start(pool.clone(), work, Committers::default());
+                Backend::Postgres { pool, transitions }
+            }
+        };
+        Self { backend, source: source.to_owned(), waiters: Arc::default() }
     }
 
     /// Wakes the requests waiting for sagas that other orchestrator instances end: every
@@ -128,12 +284,16 @@ impl SagaStore {
     /// until `shutdown`. In memory every saga ends in this process, so there is nothing to
     /// look for.
     pub async fn follow_ends(self, shutdown: tokio_util::sync::CancellationToken) {
-        let Storage::Postgres { pool, .. } = &self.storage else { return };
+        let Backend::Postgres { pool, .. } = &self.backend else { return };
         let mut ticks = tokio::time::interval(LOOK_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.waiters.set_followed(true);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    self.waiters.set_followed(false);
+                    return;
+                }
                 _ = ticks.tick() => {}
             }
             let waited_for = self.waiters.orders();
@@ -145,6 +305,7 @@ impl SagaStore {
                     .bind(&waited_for)
                     .fetch_all(pool)
                     .await;
+            self.waiters.set_followed(ended.is_ok());
             match ended {
                 Ok(ended) => ended.into_iter().for_each(|order_id| self.waiters.ended(order_id)),
                 Err(error) => {
@@ -167,7 +328,12 @@ impl SagaStore {
             if saga.as_ref().is_some_and(|s| s.ended_at.is_some()) || waited >= limit {
                 return Ok(saga);
             }
-            let _ = tokio::time::timeout((limit - waited).min(RECHECK), ended).await;
+            // In memory every end is seen here; with PostgreSQL, `follow_ends` looks for it.
+            let own_look = match &self.backend {
+                Backend::Postgres { .. } if !self.waiters.followed() => RECHECK,
+                _ => limit,
+            };
+            let _ = tokio::time::timeout((limit - waited).min(own_look), ended).await;
         }
     }
 
@@ -179,9 +345,9 @@ impl SagaStore {
         &self,
         message: &Envelope,
         saga_id: Uuid,
-        decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
+        decide: impl Fn(Option<&Saga>) -> Vec<SagaEvent> + Send + Sync + 'static,
     ) -> Result<Option<Advanced>, StoreError> {
-        self.transition(Some(message), saga_id, decide).await
+        self.transition(Some(message), saga_id, Box::new(decide)).await
     }
 
     /// Moves saga `saga_id` on when the reply it waits for is overdue: if its last change is
@@ -193,23 +359,23 @@ impl SagaStore {
         saga_id: Uuid,
         overdue_before: DateTime<Utc>,
     ) -> Result<Option<Advanced>, StoreError> {
-        self.transition(None, saga_id, |current| match current {
+        let decide = move |current: Option<&Saga>| match current {
             Some(saga) if saga.updated_at < overdue_before => saga.on_deadline(),
             _ => Vec::new(),
-        })
-        .await
+        };
+        self.transition(None, saga_id, Box::new(decide)).await
     }
 
     /// Sagas still waiting for a reply whose last change is before `before`, oldest first.
     pub async fn overdue(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-        match &self.storage {
-            Storage::Memory(memory) => Ok(memory.read(|s| {
+        match &self.backend {
+            Backend::Memory(memory) => Ok(memory.read(|s| {
                 let mut due: Vec<(DateTime<Utc>, Uuid)> =
                     s.waiting.iter().filter(|(_, at)| **at < before).map(|(id, at)| (*at, *id)).collect();
                 due.sort_unstable();
                 due.into_iter().take(usize::try_from(limit).unwrap_or(0)).map(|(_, id)| id).collect()
             })),
-            Storage::Postgres { pool, .. } => Ok(sqlx::query_scalar(
+            Backend::Postgres { pool, .. } => Ok(sqlx::query_scalar(
                 "SELECT saga_id FROM sagas WHERE status IN ('running', 'compensating') AND updated_at < $1 \
                  ORDER BY updated_at LIMIT $2",
             )
@@ -226,69 +392,23 @@ impl SagaStore {
         &self,
         message: Option<&Envelope>,
         saga_id: Uuid,
-        decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
+        decide: Decide,
     ) -> Result<Option<Advanced>, StoreError> {
-        let advanced = self.transition_stored(message, saga_id, decide).await?;
-        if let Some(a) = &advanced
-            && a.saga.ended_at.is_some()
-        {
-            self.waiters.ended(a.saga.order.order_id);
-        }
-        Ok(advanced)
-    }
-
-    async fn transition_stored(
-        &self,
-        message: Option<&Envelope>,
-        saga_id: Uuid,
-        decide: impl FnOnce(Option<&Saga>) -> Vec<SagaEvent>,
-    ) -> Result<Option<Advanced>, StoreError> {
-        let cause = message.map(MessageContext::caused_by);
-        let source = self.source.clone();
-        let evolve = move |history: &[Recorded<StoredEvent>]| -> Result<Option<(Advanced, Vec<Outgoing>)>, StoreError> {
-            let current = replay(history);
-            let events = decide(current.as_ref());
-            if events.is_empty() {
-                return Ok(None);
-            }
-            let at = Utc::now().trunc_subsecs(6);
-            let (mut saga, new) = match current {
-                Some(saga) => (saga, &events[..]),
-                None => {
-                    let saga = Saga::replay(events.iter().take(1).map(|e| (e, at)))
-                        .ok_or_else(|| codec("a saga must begin with Started"))?;
-                    (saga, &events[1..])
-                }
-            };
-            for e in new {
-                saga.apply(e, at);
-            }
-            // Commands sent on a deadline continue the order's flow under its correlation id.
-            let ctx = cause.unwrap_or_else(|| MessageContext {
-                correlation_id: saga.correlation_id.clone(),
-                ..MessageContext::default()
-            });
-            let mut outgoing = Vec::new();
-            for command in events.iter().filter_map(SagaEvent::command) {
-                // The command's envelope takes this span's trace context.
-                let _step = command_span(&saga, command).entered();
-                outgoing.extend(message_for(&saga, command, &source, &ctx).map_err(codec)?);
-            }
-            Ok(Some((Advanced { saga, events }, outgoing)))
+        let transition = Transition {
+            saga_id,
+            decide,
+            cause: message.map(MessageContext::caused_by),
+            span: tracing::Span::current(),
         };
-        let expected = |history: &[Recorded<StoredEvent>]| i64::try_from(history.len()).unwrap_or(i64::MAX);
-        let stored = |events: &[SagaEvent]| events.iter().cloned().map(StoredEvent).collect::<Vec<_>>();
-        match &self.storage {
-            Storage::Memory(memory) => {
+        let advanced = match &self.backend {
+            Backend::Memory(memory) => {
                 let work = |state: &mut SagaState| {
                     let history = state.log.load(saga_id);
-                    let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
-                    state.log.append(
-                        saga_id,
-                        expected(&history),
-                        &stored(&advanced.events),
-                        advanced.saga.updated_at,
-                    )?;
+                    let Some((advanced, outgoing)) = evolve(replay(&history), &transition, &self.source)? else {
+                        return Ok((None, Vec::new()));
+                    };
+                    let stored: Vec<StoredEvent> = advanced.events.iter().cloned().map(StoredEvent).collect();
+                    state.log.append(saga_id, expected(&history), &stored, advanced.saga.updated_at)?;
                     state.by_order.insert(advanced.saga.order.order_id, saga_id);
                     match advanced.saga.awaiting() {
                         Some(_) => state.waiting.insert(saga_id, advanced.saga.updated_at),
@@ -301,29 +421,26 @@ impl SagaStore {
                     None => memory.write(work),
                 }
             }
-            Storage::Postgres { pool, .. } => {
-                let work = async |conn: &mut PgConnection| {
-                    let history = EVENTS.load::<StoredEvent>(conn, saga_id).await?;
-                    let Some((advanced, outgoing)) = evolve(&history)? else { return Ok((None, Vec::new())) };
-                    EVENTS
-                        .append(conn, saga_id, expected(&history), &stored(&advanced.events), advanced.saga.updated_at)
-                        .await?;
-                    project(conn, &advanced.saga, expected(&history) + expected_len(&advanced.events)).await?;
-                    Ok((Some(advanced), outgoing))
-                };
-                match message {
-                    Some(message) => pg::handle_once(pool, SERVICE, message, work).await.map(Option::flatten),
-                    None => pg::write(pool, work).await,
+            Backend::Postgres { transitions, .. } => match message {
+                Some(message) => {
+                    transitions.handle_once(SERVICE, message.clone(), transition).await.map(Option::flatten)
                 }
-            }
+                None => transitions.write(transition).await,
+            },
+        }?;
+        if let Some(a) = &advanced
+            && a.saga.ended_at.is_some()
+        {
+            self.waiters.ended(a.saga.order.order_id);
         }
+        Ok(advanced)
     }
 
     /// The saga, rebuilt from its log.
     pub async fn get(&self, saga_id: Uuid) -> Result<Option<Saga>, StoreError> {
-        match &self.storage {
-            Storage::Memory(memory) => Ok(memory.read(|s| replay(&s.log.load(saga_id)))),
-            Storage::Postgres { pool, .. } => {
+        match &self.backend {
+            Backend::Memory(memory) => Ok(memory.read(|s| replay(&s.log.load(saga_id)))),
+            Backend::Postgres { pool, .. } => {
                 let mut conn = pool.acquire().await?;
                 Ok(replay(&EVENTS.load::<StoredEvent>(&mut conn, saga_id).await?))
             }
@@ -332,42 +449,49 @@ impl SagaStore {
 
     /// The saga processing `order_id`.
     pub async fn for_order(&self, order_id: Uuid) -> Result<Option<Saga>, StoreError> {
-        let saga_id = match &self.storage {
-            Storage::Memory(memory) => memory.read(|s| s.by_order.get(&order_id).copied()),
-            Storage::Postgres { pool, .. } => {
-                sqlx::query_scalar("SELECT saga_id FROM sagas WHERE order_id = $1")
-                    .bind(order_id)
-                    .fetch_optional(pool)
-                    .await?
+        match &self.backend {
+            Backend::Memory(memory) => {
+                Ok(memory.read(|s| s.by_order.get(&order_id).and_then(|id| replay(&s.log.load(*id)))))
             }
-        };
-        match saga_id {
-            Some(id) => self.get(id).await,
-            None => Ok(None),
+            Backend::Postgres { pool, .. } => {
+                let mut conn = pool.acquire().await?;
+                let find = "SELECT saga_id FROM sagas WHERE order_id = $1";
+                Ok(replay(&EVENTS.load_found::<StoredEvent>(&mut conn, find, order_id).await?))
+            }
         }
     }
 }
 
-fn expected_len(events: &[SagaEvent]) -> i64 {
-    i64::try_from(events.len()).unwrap_or(i64::MAX)
-}
-
-async fn project(conn: &mut PgConnection, saga: &Saga, version: i64) -> Result<(), StoreError> {
+/// Writes the projection of `sagas` (each with its version), one statement for all.
+async fn project(conn: &mut PgConnection, sagas: &[(&Saga, i64)]) -> Result<(), StoreError> {
+    if sagas.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = sagas.iter().map(|(s, _)| s.saga_id).collect();
+    let orders: Vec<Uuid> = sagas.iter().map(|(s, _)| s.order.order_id).collect();
+    let customers: Vec<&str> = sagas.iter().map(|(s, _)| s.order.customer_id.as_str()).collect();
+    let statuses: Vec<&str> = sagas.iter().map(|(s, _)| s.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = sagas.iter().map(|(s, _)| s.reason.as_deref()).collect();
+    let started: Vec<DateTime<Utc>> = sagas.iter().map(|(s, _)| s.started_at).collect();
+    let updated: Vec<DateTime<Utc>> = sagas.iter().map(|(s, _)| s.updated_at).collect();
+    let ended: Vec<Option<DateTime<Utc>>> = sagas.iter().map(|(s, _)| s.ended_at).collect();
+    let versions: Vec<i64> = sagas.iter().map(|(_, v)| *v).collect();
     sqlx::query(
         "INSERT INTO sagas (saga_id, order_id, customer_id, status, reason, started_at, updated_at, ended_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+         $7::timestamptz[], $8::timestamptz[], $9::bigint[]) \
          ON CONFLICT (saga_id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, \
          updated_at = EXCLUDED.updated_at, ended_at = EXCLUDED.ended_at, version = EXCLUDED.version",
     )
-    .bind(saga.saga_id)
-    .bind(saga.order.order_id)
-    .bind(&saga.order.customer_id)
-    .bind(saga.status.as_str())
-    .bind(&saga.reason)
-    .bind(saga.started_at)
-    .bind(saga.updated_at)
-    .bind(saga.ended_at)
-    .bind(version)
+    .bind(&ids)
+    .bind(&orders)
+    .bind(&customers)
+    .bind(&statuses)
+    .bind(&reasons)
+    .bind(&started)
+    .bind(&updated)
+    .bind(&ended)
+    .bind(&versions)
     .execute(conn)
     .await?;
     Ok(())
@@ -414,7 +538,7 @@ mod tests {
         let url = kit::testing::fresh_database().await;
         let pool = pg::connect(&url, SERVICE, 4, Duration::from_secs(5)).await.expect("connect");
         pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
-        let storage = || Storage::Postgres { pool: pool.clone(), schema: SERVICE };
+        let storage = || Storage::postgres(pool.clone(), SERVICE);
         let (ending, waiting) = (SagaStore::new(storage(), "/a"), SagaStore::new(storage(), "/b"));
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(waiting.clone().follow_ends(shutdown.clone()));
@@ -429,7 +553,7 @@ mod tests {
             message.id = Uuid::now_v7();
             message
         };
-        ending.advance(&cause(0), saga_id, |_| Saga::start(saga_id, order, None)).await.expect("start");
+        ending.advance(&cause(0), saga_id, move |_| Saga::start(saga_id, order.clone(), None)).await.expect("start");
         // Let the listener start listening (its first connection), then wait in the other instance.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let waiter = tokio::spawn({
@@ -442,7 +566,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let failed = Reply::Failed(Step::ReservePet, "sold".into());
-        ending.advance(&cause(1), saga_id, |s| s.map(|s| s.on_reply(&failed)).unwrap_or_default()).await.expect("fail");
+        ending
+            .advance(&cause(1), saga_id, move |s| s.map(|s| s.on_reply(&failed)).unwrap_or_default())
+            .await
+            .expect("fail");
         ending
             .advance(&cause(2), saga_id, |s| s.map(|s| s.on_reply(&Reply::NoticeSent)).unwrap_or_default())
             .await

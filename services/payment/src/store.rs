@@ -93,8 +93,10 @@ impl PaymentStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        let decide = |existing| domain::process(existing, cmd, verdict, source, ctx);
-        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
+        let saga_id = cmd.saga.saga_id;
+        let (cmd, verdict, source, ctx) = (cmd.clone(), verdict.cloned(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::process(existing, &cmd, verdict.as_ref(), &source, &ctx);
+        self.0.decide_once(SERVICE, message, saga_id, decide).await
     }
 
     /// Handles `RefundPayment` once.
@@ -105,8 +107,10 @@ impl PaymentStore {
         source: &str,
         ctx: &MessageContext,
     ) -> Result<(), StoreError> {
-        let decide = |existing| domain::refund(existing, cmd, source, ctx);
-        self.0.decide_once(SERVICE, message, cmd.saga.saga_id, decide).await
+        let saga_id = cmd.saga.saga_id;
+        let (cmd, source, ctx) = (cmd.clone(), source.to_owned(), ctx.clone());
+        let decide = move |existing| domain::refund(existing, &cmd, &source, &ctx);
+        self.0.decide_once(SERVICE, message, saga_id, decide).await
     }
 
     /// The payment of an order's saga, if one was attempted.
@@ -165,7 +169,7 @@ mod tests {
         let pool = pg::connect(&url, SERVICE, 2, std::time::Duration::from_secs(5)).await.expect("connect");
         pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
         let outbox: Arc<dyn OutboxStore> = Arc::new(pg::PgOutbox::new(pool.clone()));
-        (PaymentStore::new(Storage::Postgres { pool, schema: SERVICE }), outbox)
+        (PaymentStore::new(Storage::postgres(pool, SERVICE)), outbox)
     }
 
     async fn replies(outbox: &dyn OutboxStore) -> Vec<Envelope> {
