@@ -530,6 +530,85 @@ mod tests {
         }
     }
 
+    fn cause(n: u32) -> Envelope {
+        let ctx = MessageContext::default();
+        let mut message =
+            Envelope::from_message("/t", &contracts::inventory::GetPetStatus { pet_id: n.to_string() }, &ctx)
+                .expect("envelope");
+        message.id = Uuid::now_v7();
+        message
+    }
+
+    /// Transitions queued together are committed in one batch: twenty sagas start side by side,
+    /// a saga moved twice in one batch moves on from where the first move left it (its log and
+    /// projection agree), and a second copy of a message in the batch changes nothing.
+    #[tokio::test]
+    async fn transitions_committed_together_keep_each_saga_whole() {
+        let url = kit::testing::fresh_database().await;
+        let pool = pg::connect(&url, SERVICE, 4, Duration::from_secs(5)).await.expect("connect");
+        pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        let store = SagaStore::new(Storage::postgres(pool.clone(), SERVICE), "/a");
+
+        // All queued before a committer first runs (a current-thread runtime runs them only
+        // when this task waits), so they share transactions.
+        let orders: Vec<(Uuid, OrderDetails)> = (0..20).map(|_| (Uuid::now_v7(), order())).collect();
+        let starts = orders.iter().enumerate().map(|(n, (saga_id, order))| {
+            let (saga_id, order) = (*saga_id, order.clone());
+            let message = cause(u32::try_from(n).expect("small"));
+            let store = store.clone();
+            async move { store.advance(&message, saga_id, move |_| Saga::start(saga_id, order.clone(), None)).await }
+        });
+        for started in futures::future::join_all(starts).await {
+            assert!(started.expect("start").is_some(), "every saga started");
+        }
+        let batches: i64 = sqlx::query_scalar("SELECT count(DISTINCT xmin::text::bigint) FROM orchestrator.sagas")
+            .fetch_one(&pool)
+            .await
+            .expect("transactions");
+        assert!(batches < 20, "twenty starts took {batches} transactions");
+
+        let saga_id = orders[0].0;
+        let started_at: i64 = sqlx::query_scalar("SELECT version FROM sagas WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_one(&pool)
+            .await
+            .expect("version after the start");
+        let reply =
+            |step: Step| move |s: Option<&Saga>| s.map(|s| s.on_reply(&Reply::Succeeded(step))).unwrap_or_default();
+        let twice = cause(100);
+        let (first, second, copy) = futures::future::join3(
+            store.advance(&twice, saga_id, reply(Step::ReservePet)),
+            store.advance(&cause(101), saga_id, reply(Step::ProcessPayment)),
+            store.advance(&twice, saga_id, reply(Step::ReservePet)),
+        )
+        .await;
+        assert!(first.expect("first").is_some() && second.expect("second").is_some(), "both replies moved the saga");
+        assert!(copy.expect("copy").is_none(), "the second copy of a message changed nothing");
+
+        let saga = store.get(saga_id).await.expect("read").expect("saga");
+        let done: Vec<Step> = saga.steps.iter().filter(|s| s.finished_at.is_some()).map(|s| s.step).collect();
+        assert_eq!(done, [Step::ReservePet, Step::ProcessPayment], "{saga:?}");
+        let mut conn = pool.acquire().await.expect("conn");
+        let log = EVENTS.load::<StoredEvent>(&mut conn, saga_id).await.expect("log");
+        let versions: Vec<i64> = log.iter().map(|r| r.version).collect();
+        assert_eq!(versions, (1..=expected(&log)).collect::<Vec<_>>(), "one gapless history");
+        let projected: i64 = sqlx::query_scalar("SELECT version FROM sagas WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("projection");
+        assert_eq!(projected, expected(&log), "the projection is at the log's version");
+        let replies_in: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT xmin::text) FROM saga_events WHERE aggregate_id = $1 AND version > $2",
+        )
+        .bind(saga_id)
+        .bind(started_at)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("transactions");
+        assert_eq!(replies_in, 1, "both replies were committed in one transaction, not redone one by one");
+    }
+
     /// Two orchestrator instances on one database: a request waiting in one hears of the end
     /// of a saga the other ended at the next look for all waiting requests — long before it
     /// would look again on its own.
