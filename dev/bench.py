@@ -122,7 +122,6 @@ def gateway_conf(out):
     os.makedirs(temp, exist_ok=True)
     paths = "".join(f"  {d}_temp_path {temp}/{d};\n" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     text = text.replace("http {", f"http {{\n  access_log off;\n{paths}", 1)
-    text = text.replace("events {}", "events { worker_connections 4096; }", 1)
     return f"pid {out}/nginx.pid;\nerror_log {out}/gateway-error.log;\nworker_processes 1;\n" + text
 
 

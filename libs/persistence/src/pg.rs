@@ -370,12 +370,7 @@ impl EventTable {
         conn: &mut PgConnection,
         aggregate_id: Uuid,
     ) -> Result<Vec<Recorded<E>>, StoreError> {
-        let sql = format!(
-            "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = $1 ORDER BY version",
-            self.0
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(aggregate_id).fetch_all(conn).await?;
-        rows.iter().map(decode_row).collect()
+        self.history(conn, "$1", aggregate_id).await
     }
 
     /// The history of the aggregate that `find` (a trusted statement, never user input,
@@ -387,8 +382,18 @@ impl EventTable {
         find: &'static str,
         key: Uuid,
     ) -> Result<Vec<Recorded<E>>, StoreError> {
+        self.history(conn, &format!("({find})"), key).await
+    }
+
+    /// The history of the aggregate whose id is `id` (an SQL expression of `$1`, bound to `key`).
+    async fn history<E: DomainEvent>(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        key: Uuid,
+    ) -> Result<Vec<Recorded<E>>, StoreError> {
         let sql = format!(
-            "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = ({find}) ORDER BY version",
+            "SELECT aggregate_id, version, recorded_at, payload FROM {} WHERE aggregate_id = {id} ORDER BY version",
             self.0
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_all(conn).await?;

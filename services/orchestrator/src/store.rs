@@ -530,6 +530,15 @@ mod tests {
         }
     }
 
+    /// The orchestrator's schema in a fresh database.
+    async fn saga_schema() -> sqlx::PgPool {
+        let url = kit::testing::fresh_database().await;
+        let pool = pg::connect(&url, SERVICE, 4, Duration::from_secs(5)).await.expect("connect");
+        pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        pool
+    }
+
+    /// A message with a fresh id, to move a saga on behalf of.
     fn cause(n: u32) -> Envelope {
         let ctx = MessageContext::default();
         let mut message =
@@ -544,9 +553,7 @@ mod tests {
     /// projection agree), and a second copy of a message in the batch changes nothing.
     #[tokio::test]
     async fn transitions_committed_together_keep_each_saga_whole() {
-        let url = kit::testing::fresh_database().await;
-        let pool = pg::connect(&url, SERVICE, 4, Duration::from_secs(5)).await.expect("connect");
-        pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        let pool = saga_schema().await;
         let store = SagaStore::new(Storage::postgres(pool.clone(), SERVICE), "/a");
 
         // All queued before a committer first runs (a current-thread runtime runs them only
@@ -614,9 +621,7 @@ mod tests {
     /// would look again on its own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_request_wakes_when_another_instance_ends_the_saga() {
-        let url = kit::testing::fresh_database().await;
-        let pool = pg::connect(&url, SERVICE, 4, Duration::from_secs(5)).await.expect("connect");
-        pg::migrate(&pool, SERVICE, &crate::MIGRATOR).await.expect("migrate");
+        let pool = saga_schema().await;
         let storage = || Storage::postgres(pool.clone(), SERVICE);
         let (ending, waiting) = (SagaStore::new(storage(), "/a"), SagaStore::new(storage(), "/b"));
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -624,14 +629,6 @@ mod tests {
 
         let (saga_id, order) = (Uuid::now_v7(), order());
         let order_id = order.order_id;
-        let cause = |n: u8| {
-            let ctx = MessageContext::default();
-            let mut message =
-                Envelope::from_message("/t", &contracts::inventory::GetPetStatus { pet_id: n.to_string() }, &ctx)
-                    .expect("envelope");
-            message.id = Uuid::now_v7();
-            message
-        };
         ending.advance(&cause(0), saga_id, move |_| Saga::start(saga_id, order.clone(), None)).await.expect("start");
         // Let the listener start listening (its first connection), then wait in the other instance.
         tokio::time::sleep(Duration::from_millis(500)).await;
