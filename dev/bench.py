@@ -31,6 +31,8 @@ import time
 import urllib.request
 import uuid
 
+from local_gateway import local_gateway_conf
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 SERVICES = [("inventory", 8084), ("order", 8081), ("payment", 8082), ("delivery", 8083),
@@ -112,17 +114,12 @@ def config(args, database, prefix):
 
 
 def gateway_conf(out):
-    """dev/gateway/nginx.conf for a local nginx: compose's resolver dropped, the service host
-    names pointed at 127.0.0.1, files under `out`."""
+    """dev/gateway/nginx.conf for a local nginx: the service host names pointed at 127.0.0.1,
+    one worker, files under `out`."""
     text = open(os.path.join(ROOT, "dev/gateway/nginx.conf")).read()
-    text = re.sub(r"^\s*resolver .*$", "", text, flags=re.M)
     names = "|".join(name for name, _ in SERVICES)
     text = re.sub(rf"\b({names}):(\d+)", r"127.0.0.1:\2", text)
-    temp = os.path.join(out, "nginx")
-    os.makedirs(temp, exist_ok=True)
-    paths = "".join(f"  {d}_temp_path {temp}/{d};\n" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    text = text.replace("http {", f"http {{\n  access_log off;\n{paths}", 1)
-    return f"pid {out}/nginx.pid;\nerror_log {out}/gateway-error.log;\nworker_processes 1;\n" + text
+    return "worker_processes 1;\n" + local_gateway_conf(text, out, "off")
 
 
 def pids_of(names):

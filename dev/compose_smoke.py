@@ -39,6 +39,8 @@ import urllib.request
 
 import yaml
 
+from local_gateway import local_gateway_conf
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "compose-smoke")
 BIN = os.environ.get("PETSTORE_BIN", os.path.join(ROOT, "target", "debug", "petstore"))
@@ -240,18 +242,9 @@ class OtlpSink(http.server.BaseHTTPRequestHandler):
 
 
 def gateway_conf(source, localize):
-    """dev/gateway/nginx.conf for a local nginx: compose's DNS resolver dropped (upstreams
-    are addresses now), pid, logs and temporary files under OUT."""
+    """dev/gateway/nginx.conf for a local nginx: upstreams localized, files under OUT."""
     with open(source) as f:
-        text = localize(f.read())
-    text = re.sub(r"^\s*resolver\s+[^;]*;\s*$", "", text, flags=re.M)
-    temp = os.path.join(OUT, "nginx")
-    os.makedirs(temp, exist_ok=True)
-    paths = "".join(
-        f"  {d}_temp_path {temp}/{d};\n" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    text = text.replace("http {", f"http {{\n  access_log {OUT}/gateway-access.log;\n{paths}", 1)
-    return f"pid {OUT}/nginx.pid;\nerror_log {OUT}/gateway-error.log;\n" + text
+        return local_gateway_conf(localize(f.read()), OUT, f"{OUT}/gateway-access.log")
 
 
 def prometheus_conf(source, localize, services):
