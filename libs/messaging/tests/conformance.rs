@@ -182,6 +182,13 @@ async fn sns() -> Fixture {
         "endpoint_url": env_or("SNS_ENDPOINT", "http://127.0.0.1:5055"),
         "access_key_id": "test",
         "secret_access_key": "test",
+        // The emulator (moto) decides at the start of a long poll which FIFO message groups
+        // are busy and does not look again while the poll waits: a poll that starts while
+        // every key has a message in hand returns nothing for its whole wait, even after
+        // those messages are deleted (SQS itself hands out the next message of a group as
+        // soon as the previous one is deleted). One-second polls keep the emulator's stale
+        // view short; the product's default stays SQS's longest wait, 20 s.
+        "wait_time_secs": 1,
     });
     Fixture::new(BackendKind::Sns, config, Duration::from_secs(30)).await
 }
