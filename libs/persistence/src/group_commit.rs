@@ -107,7 +107,8 @@ impl<W: BatchWork> GroupCommit<W> {
 
     /// Does `job`, caused by no message (a request, a timer).
     pub async fn write(&self, job: W::Job) -> Result<W::Output, StoreError> {
-        self.submit(None, job).await?.ok_or(StoreError::Stopped)
+        // A job without a message always runs: no output would be a committer's bug.
+        self.submit(None, job).await?.ok_or_else(|| StoreError::Invariant("a write gave no outcome".into()))
     }
 
     async fn submit(
